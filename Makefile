@@ -1,0 +1,30 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is here
+# for those who want one step at a time.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test setup tools proto check pytest clean
+
+run: setup ## set up, then run state_svc and context_svc on the embedded store
+	@bash scripts/run.sh
+
+test: setup check pytest ## set up, then every gate and every test
+
+setup: ## Python venv (uv, locked) and the Go-built tools in .tools/
+	@bash scripts/setup.sh
+
+tools: ## only the Go-built tools
+	@bash scripts/install-tools.sh
+
+proto: ## regenerate Python code from proto/
+	@bash scripts/gen-proto.sh
+
+check: ## generated code, buf format/lint/breaking, ruff, mypy
+	@bash scripts/check.sh
+
+pytest:
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+clean: ## remove the venv and built tools
+	rm -rf .venv .tools .run

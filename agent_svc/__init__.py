@@ -1,0 +1,1 @@
+"""agent_svc: the LiveKit Agents worker whose agent keeps layered, durable state."""

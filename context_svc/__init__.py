@@ -1,0 +1,1 @@
+"""context_svc: retrieval enrichment (memory, knowledge, facts) for every user turn."""

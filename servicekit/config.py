@@ -1,0 +1,70 @@
+"""Settings every service shares, read from environment variables with one prefix per service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings; a service subclasses it and sets `env_prefix` (for example `STATE_`).
+
+    Every field is documented in the README's configuration table.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SVC_", extra="ignore", frozen=True)
+
+    # Listening: loopback by default so a local run is never exposed; the chart sets 0.0.0.0.
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # 0 picks a free port; -1 disables the metrics endpoint.
+    metrics_port: int = Field(default=9090, ge=-1, le=65535)
+
+    # Shutdown: NOT_SERVING first, keep serving for `shutdown_delay_s` so load balancers
+    # notice, then finish in-flight calls within `grace_period_s`.
+    grace_period_s: float = Field(default=20.0, ge=0)
+    shutdown_delay_s: float = Field(default=0.0, ge=0)
+
+    # Transport limits.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    keepalive_time_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: float = Field(default=10.0, gt=0)
+    # Servers close connections after this age so clients rebalance onto new replicas.
+    max_connection_age_s: float = Field(default=300.0, gt=0)
+    max_connection_age_grace_s: float = Field(default=30.0, ge=0)
+
+    # Logs.
+    log_level: str = "INFO"
+
+    # Tracing: OTLP/gRPC export when an endpoint is set, no export otherwise.
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+    # Authentication: JWT bearer tokens verified with this key (HS* shared secret, or the
+    # PEM public key for RS*/ES*/EdDSA). The key may also come from a file (a mounted Secret).
+    auth_jwt_key: SecretStr | None = None
+    auth_jwt_key_file: Path | None = None
+    auth_jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_require_exp: bool = True
+    # Only for local experiments; the service logs a warning at start.
+    auth_disabled: bool = False
+
+    @model_validator(mode="after")
+    def _key_source_is_unambiguous(self) -> ServiceSettings:
+        if self.auth_jwt_key is not None and self.auth_jwt_key_file is not None:
+            raise ValueError("set only one of auth_jwt_key and auth_jwt_key_file")
+        return self
+
+    def jwt_key(self) -> str | None:
+        """The verification key from the setting or its file, or None when none is set."""
+        if self.auth_jwt_key is not None:
+            return self.auth_jwt_key.get_secret_value()
+        if self.auth_jwt_key_file is not None:
+            return self.auth_jwt_key_file.read_text().strip()
+        return None

@@ -1,0 +1,1 @@
+"""state_svc: the system of record for conversations, events, snapshots and users."""

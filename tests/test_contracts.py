@@ -1,0 +1,28 @@
+"""The proto contracts and the scope tables that guard them."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.descriptor import ServiceDescriptor
+
+from context_svc import service as context_service
+from servicekit.scopes import method_scopes
+from state_svc import service as state_service
+
+
+@pytest.mark.parametrize("module", [state_service, context_service])
+def test_every_rpc_has_a_scope(module: object) -> None:
+    service: ServiceDescriptor = module.SERVICE  # type: ignore[attr-defined]
+    scopes: dict[str, str] = module.SCOPES  # type: ignore[attr-defined]
+    assert sorted(scopes) == sorted(f"/{service.full_name}/{m.name}" for m in service.methods)
+
+
+def test_scope_table_out_of_date_fails_loudly() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        method_scopes(state_service.SERVICE, {"GetConversation": "state.read"})
+
+
+def test_admin_operations_need_the_admin_scope() -> None:
+    prefix = f"/{state_service.SERVICE.full_name}/"
+    for method in ("ExportUserData", "DeleteUserData", "SetRetentionPolicy"):
+        assert state_service.SCOPES[prefix + method] == "state.admin"

@@ -1,0 +1,118 @@
+"""Prometheus metrics with go-grpc-prometheus names, aborted calls under their real code."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, empty_pb2, wrappers_pb2
+from prometheus_client.parser import text_string_to_metric_families
+
+from servicekit.server import GrpcServer
+from tests.conftest import TokenFactory
+from tests.support.probe_service import SERVICE
+from tests.support.rpc import bearer, probe_call
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples from the service's real /metrics endpoint, keyed by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def handled(port: int, method: str, code: str, rpc_type: str = "unary") -> float:
+    labels = (
+        ("grpc_code", code),
+        ("grpc_method", method),
+        ("grpc_service", SERVICE),
+        ("grpc_type", rpc_type),
+    )
+    return scrape(port).get(("grpc_server_handled_total", labels), 0.0)
+
+
+async def test_abort_is_counted_under_its_real_code(
+    probe: GrpcServer, probe_channel: grpc.aio.Channel, make_token: TokenFactory
+) -> None:
+    before = handled(probe.metrics_port, "Abort", "INVALID_ARGUMENT")
+    call = probe_call(probe_channel, "Abort")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(empty_pb2.Empty(), metadata=bearer(make_token()))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert handled(probe.metrics_port, "Abort", "INVALID_ARGUMENT") == before + 1
+
+
+async def test_domain_error_and_auth_failures_are_counted(
+    probe: GrpcServer, probe_channel: grpc.aio.Channel, make_token: TokenFactory
+) -> None:
+    port = probe.metrics_port
+    invalid_before = handled(port, "Validate", "INVALID_ARGUMENT")
+    unauth_before = handled(port, "Validate", "UNAUTHENTICATED")
+    ok_before = handled(port, "Validate", "OK")
+    call = probe_call(probe_channel, "Validate", wrappers_pb2.StringValue)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call(wrappers_pb2.StringValue(value=""), metadata=bearer(make_token()))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call(wrappers_pb2.StringValue(value="x"))
+    await call(wrappers_pb2.StringValue(value="x"), metadata=bearer(make_token()))
+    assert handled(port, "Validate", "INVALID_ARGUMENT") == invalid_before + 1
+    assert handled(port, "Validate", "UNAUTHENTICATED") == unauth_before + 1
+    assert handled(port, "Validate", "OK") == ok_before + 1
+
+
+async def test_started_and_latency_histogram(
+    probe: GrpcServer, probe_channel: grpc.aio.Channel, make_token: TokenFactory
+) -> None:
+    call = probe_call(probe_channel, "Whoami")
+    labels = (("grpc_method", "Sleep"), ("grpc_service", SERVICE), ("grpc_type", "unary"))
+    before = scrape(probe.metrics_port)
+    sleep = probe_call(probe_channel, "Sleep")
+    await sleep(duration_pb2.Duration(nanos=20_000_000), metadata=bearer(make_token()))
+    after = scrape(probe.metrics_port)
+    assert (
+        after[("grpc_server_started_total", labels)]
+        == before.get(("grpc_server_started_total", labels), 0) + 1
+    )
+    count_key = ("grpc_server_handling_seconds_count", labels)
+    assert after[count_key] == before.get(count_key, 0) + 1
+    sum_key = ("grpc_server_handling_seconds_sum", labels)
+    assert after[sum_key] - before.get(sum_key, 0) >= 0.02
+    del call
+
+
+async def test_server_stream_counted(
+    probe: GrpcServer, probe_channel: grpc.aio.Channel, make_token: TokenFactory
+) -> None:
+    before = handled(probe.metrics_port, "Count", "OK", "server_stream")
+    stream = probe_channel.unary_stream(
+        f"/{SERVICE}/Count",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=wrappers_pb2.Int32Value.FromString,
+    )
+    values = [
+        m.value
+        async for m in stream(wrappers_pb2.Int32Value(value=5), metadata=bearer(make_token()))
+    ]
+    assert values == [0, 1, 2, 3, 4]
+    assert handled(probe.metrics_port, "Count", "OK", "server_stream") == before + 1
+
+
+async def test_deadline_exceeded_is_counted(
+    probe: GrpcServer, probe_channel: grpc.aio.Channel, make_token: TokenFactory
+) -> None:
+    before = handled(probe.metrics_port, "Sleep", "DEADLINE_EXCEEDED")
+    sleep = probe_call(probe_channel, "Sleep")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await sleep(duration_pb2.Duration(seconds=5), metadata=bearer(make_token()), timeout=0.2)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(50):  # the server notices the deadline on its own schedule
+        if handled(probe.metrics_port, "Sleep", "DEADLINE_EXCEEDED") == before + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert handled(probe.metrics_port, "Sleep", "DEADLINE_EXCEEDED") == before + 1
