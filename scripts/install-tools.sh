@@ -8,7 +8,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/.tools/bin"
 stamps="$root/.tools/stamps"
-mkdir -p "$bin" "$stamps"
+# Built binaries are also kept per version in a user cache, so a fresh clone on the same
+# machine copies them instead of compiling again.
+cache="${VOICEAGENT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/voiceagent-backbone/tools}"
+mkdir -p "$bin" "$stamps" "$cache"
 
 # name|module|package (main)|version
 # FerretDB embeds build/version/version.txt, which its release process generates and the
@@ -73,6 +76,13 @@ for entry in "${tools[@]}"; do
   if [[ -x "$bin/$name" && -f "$stamp" && "$(cat "$stamp")" == "$version" ]]; then
     continue
   fi
+  cached="$cache/$name-$version"
+  if [[ -x "$cached" ]]; then
+    cp "$cached" "$bin/$name"
+    echo "$version" >"$stamp"
+    echo "install-tools: $name $version from the machine's tool cache" >&2
+    continue
+  fi
   echo "install-tools: building $name $version (once; reused on later runs)" >&2
   start=$(date +%s)
   work="$(mktemp -d)"
@@ -80,6 +90,7 @@ for entry in "${tools[@]}"; do
   [[ "$name" == ferretdb ]] && builder=build_from_source_copy
   if "$builder" "$work" "$module" "$pkg" "$version"; then
     mv "$work/out" "$bin/$name"
+    cp "$bin/$name" "$cache/$name-$version.tmp" && mv "$cache/$name-$version.tmp" "$cache/$name-$version"
     echo "$version" >"$stamp"
     echo "install-tools: built $name $version in $(($(date +%s) - start))s" >&2
   else

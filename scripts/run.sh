@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# `make run`: state_svc and context_svc on the embedded store, on loopback, until Ctrl-C.
+# A development signing key lives in .run/dev-jwt-key; a token for grpcurl is printed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+py=.venv/bin/python
+grpcurl=.tools/bin/grpcurl
+command -v "$grpcurl" >/dev/null 2>&1 || grpcurl="$(command -v grpcurl || true)"
+
+mkdir -p .run
+key_file=.run/dev-jwt-key
+if [[ ! -s "$key_file" ]]; then
+  "$py" -c 'import secrets; print(secrets.token_urlsafe(48))' >"$key_file"
+  chmod 600 "$key_file"
+fi
+
+state_port="${STATE_PORT:-50051}"
+context_port="${CONTEXT_PORT:-50052}"
+for port in "$state_port" "$context_port"; do
+  if "$py" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)"; then
+    echo "run: port $port is already in use (another 'make run'?); set STATE_PORT / CONTEXT_PORT" >&2
+    exit 1
+  fi
+done
+
+pids=()
+stopping=0
+stop() {
+  stopping=1
+  trap - INT TERM EXIT
+  echo >&2
+  echo "run: stopping (SIGTERM, graceful)..." >&2
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait "${pids[@]}" 2>/dev/null || true
+  echo "run: stopped" >&2
+}
+trap stop EXIT
+trap 'stopping=1' INT TERM
+
+STATE_PORT="$state_port" STATE_METRICS_PORT="${STATE_METRICS_PORT:-9101}" \
+  STATE_AUTH_JWT_KEY_FILE="$key_file" "$py" -m state_svc 2>.run/state_svc.log &
+pids+=($!)
+CONTEXT_PORT="$context_port" CONTEXT_METRICS_PORT="${CONTEXT_METRICS_PORT:-9102}" \
+  CONTEXT_AUTH_JWT_KEY_FILE="$key_file" "$py" -m context_svc 2>.run/context_svc.log &
+pids+=($!)
+
+"$py" - "$state_port" "$context_port" <<'PY'
+import asyncio, sys
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+async def wait_serving(port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    sys.exit(f"run: the service on port {port} did not become SERVING; see .run/*.log")
+
+async def main() -> None:
+    await asyncio.gather(*(wait_serving(int(p)) for p in sys.argv[1:]))
+
+asyncio.run(main())
+PY
+
+token="$("$py" -m servicekit.token --tenant demo --key-file "$key_file" \
+  --scopes "state.read state.write state.admin context.read context.write" --ttl 86400)"
+
+cat <<INFO
+
+  state_svc    127.0.0.1:$state_port   (health SERVING, metrics http://127.0.0.1:${STATE_METRICS_PORT:-9101}/metrics)
+  context_svc  127.0.0.1:$context_port   (health SERVING, metrics http://127.0.0.1:${CONTEXT_METRICS_PORT:-9102}/metrics)
+  logs         .run/state_svc.log, .run/context_svc.log
+
+Try them with grpcurl (${grpcurl:-not installed: run 'make tools'}):
+
+  export TOKEN=$token
+
+  $grpcurl -plaintext 127.0.0.1:$state_port list
+  $grpcurl -plaintext 127.0.0.1:$state_port describe voiceagent.state.v1.StateService
+  $grpcurl -plaintext -d '{"service": ""}' 127.0.0.1:$state_port grpc.health.v1.Health/Check
+  $grpcurl -plaintext 127.0.0.1:$context_port list
+
+A new token any time: .venv/bin/python -m servicekit.token --tenant demo --key-file $key_file
+
+Press Ctrl-C to stop.
+INFO
+
+# Ctrl-C reaches the services too (same process group); they stop gracefully on it.
+wait -n "${pids[@]}" || true
+if [[ "$stopping" != 1 ]]; then
+  echo "run: a service exited unexpectedly; see .run/*.log" >&2
+  exit 1
+fi
