@@ -1,8 +1,10 @@
-"""Wires state_svc's servicer into servicekit."""
+"""Wires state_svc together: store, domain, servicer, background retention, servicekit."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,7 +12,14 @@ import grpc
 from servicekit.config import ServiceSettings
 from servicekit.scopes import method_scopes
 from servicekit.server import ServiceDefinition
+from state_svc.config import StateSettings
+from state_svc.domain import StateDomain
+from state_svc.servicer import StateServicer
+from state_svc.store.base import ConversationStore
+from state_svc.store.sqlite import SqliteStore
 from voiceagent.state.v1 import state_pb2, state_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICE = state_pb2.DESCRIPTOR.services_by_name["StateService"]
 
@@ -39,20 +48,59 @@ SCOPES = method_scopes(
 )
 
 
-class StateServicer(state_pb2_grpc.StateServiceServicer):
-    """The wire layer. Methods not yet built answer UNIMPLEMENTED (the generated default)."""
+def make_store(settings: StateSettings) -> ConversationStore:
+    if settings.mongodb_uri is not None:
+        from state_svc.store.mongo import MongoStore
+
+        return MongoStore(
+            settings.mongodb_uri.get_secret_value(),
+            settings.mongodb_database,
+            write_concern=settings.mongodb_write_concern,
+            timeout_ms=settings.mongodb_timeout_ms,
+            ttl_backstop_s=settings.ttl_backstop_s,
+        )
+    return SqliteStore(settings.sqlite_path, settings.sqlite_synchronous)
 
 
 @contextlib.asynccontextmanager
-async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
-    servicer = StateServicer()
+async def open_domain(settings: StateSettings) -> AsyncIterator[StateDomain]:
+    store = make_store(settings)
+    await store.open()
+    log.info("store open", extra={"backend": store.name})
+    try:
+        yield StateDomain(store, settings)
+    finally:
+        await store.close()
+
+
+def definition(domain: StateDomain) -> ServiceDefinition:
+    servicer = StateServicer(domain)
 
     def register(server: grpc.aio.Server) -> None:
         state_pb2_grpc.add_StateServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
-    yield ServiceDefinition(
+    return ServiceDefinition(
         name="state_svc",
         service_names=[SERVICE.full_name],
         method_scopes=SCOPES,
         register=register,
     )
+
+
+@contextlib.asynccontextmanager
+async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
+    assert isinstance(settings, StateSettings)
+    async with open_domain(settings) as domain:
+        sweeper = asyncio.create_task(domain.run_retention(), name="retention")
+
+        async def stop_sweeper() -> None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+        service_definition = definition(domain)
+        service_definition.on_stop.append(stop_sweeper)
+        try:
+            yield service_definition
+        finally:
+            await stop_sweeper()

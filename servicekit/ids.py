@@ -1,0 +1,44 @@
+"""UUIDv7 (RFC 9562): time-ordered ids that clients generate, so retries are idempotent."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def uuid7() -> str:
+    """A UUIDv7 string; ids from one process increase strictly (a 12-bit counter per ms)."""
+    global _last_ms, _counter
+    with _lock:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > _last_ms:
+            _last_ms, _counter = now_ms, int.from_bytes(os.urandom(2), "big") & 0x3FF
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted within one ms: borrow the next ms
+                _last_ms, _counter = _last_ms + 1, 0
+        ms, counter = _last_ms, _counter
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def is_uuid(text: str) -> bool:
+    """Canonical lower-case UUID text (any version)."""
+    return bool(_UUID.match(text))
+
+
+def is_uuid7(text: str) -> bool:
+    return is_uuid(text) and text[14] == "7" and text[19] in "89ab"
+
+
+def uuid7_time_ms(text: str) -> int:
+    return uuid.UUID(text).int >> 80

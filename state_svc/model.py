@@ -1,0 +1,142 @@
+"""The domain model of state_svc, independent of protobuf and of the database."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class EventType(enum.StrEnum):
+    TRANSCRIPTION = "transcription"
+    USER_MESSAGE = "user_message"
+    AGENT_MESSAGE = "agent_message"
+    TTS_SPEECH = "tts_speech"
+    USER_ACTION = "user_action"
+    ERROR = "error"
+    AGENT_HANDOFF = "agent_handoff"
+
+
+class Role(enum.StrEnum):
+    UNSPECIFIED = ""
+    USER = "user"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class ConversationStatus(enum.StrEnum):
+    OPEN = "open"
+    ENDED = "ended"
+
+
+class DeletionReason(enum.StrEnum):
+    RETENTION = "retention"
+    USER_REQUEST = "user_request"
+
+
+@dataclass
+class Conversation:
+    conversation_id: str
+    tenant_id: str
+    room_name: str
+    participant_identities: list[str]
+    user_ids: list[str]
+    status: ConversationStatus
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+    end_reason: str = ""
+    last_seq: int = 0
+    agent_name: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NewEvent:
+    """An event as a client sends it; the server adds seq, server time and feed position."""
+
+    event_id: str
+    type: EventType
+    role: Role
+    text: str
+    payload: dict[str, Any]
+    client_time: datetime | None
+    participant_identity: str = ""
+    # The typed detail: kind is one of transcription, speech, error, handoff, user_action.
+    detail_kind: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Event(NewEvent):
+    conversation_id: str = ""
+    tenant_id: str = ""
+    seq: int = 0
+    server_time: datetime | None = None
+    feed_seq: int = 0
+    user_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    event_id: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass
+class ChatItem:
+    item_id: str
+    role: Role
+    text: str
+    created_at: datetime | None
+    interrupted: bool = False
+
+
+@dataclass
+class Snapshot:
+    conversation_id: str
+    version: int
+    current_agent: str
+    history: list[ChatItem]
+    userdata: dict[str, Any]
+    covered_seq: int
+    created_at: datetime | None = None
+
+
+@dataclass
+class UserProfile:
+    user_id: str
+    display_name: str
+    preferences: dict[str, Any]
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class Deletion:
+    tenant_id: str
+    reason: DeletionReason
+    user_id: str
+    conversation_ids: list[str]
+
+
+@dataclass
+class Change:
+    """One entry of the change feed: an event or a deletion, at a global feed position."""
+
+    feed_seq: int
+    event: Event | None = None
+    deletion: Deletion | None = None
+
+
+@dataclass(frozen=True)
+class DeleteCounts:
+    conversations: int
+    events: int
+    snapshots: int
+    profile: bool
+
+
+MESSAGE_TYPES = (EventType.USER_MESSAGE, EventType.AGENT_MESSAGE)

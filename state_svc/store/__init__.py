@@ -1,0 +1,1 @@
+"""Persistence for state_svc: one ConversationStore interface, SQLite and MongoDB behind it."""

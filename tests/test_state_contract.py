@@ -1,0 +1,578 @@
+"""The state_svc contract, over gRPC, against both stores: SQLite and MongoDB (FerretDB)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from servicekit.ids import uuid7
+from tests.support.ferretdb import MongoTarget
+from tests.support.state import (
+    StateHandle,
+    event,
+    new_conversation,
+    running_state,
+    state_settings,
+)
+from voiceagent.state.v1 import state_pb2 as pb
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+async def state(
+    request: pytest.FixtureRequest, tmp_path: Path, jwt_key: str
+) -> AsyncIterator[StateHandle]:
+    mongo: MongoTarget | None = None
+    if request.param == "mongodb":
+        mongo = request.getfixturevalue("mongo")
+    settings = state_settings(request.param, tmp_path, jwt_key, mongo)
+    async with running_state(settings, jwt_key) as handle:
+        yield handle
+
+
+async def rpc_error(awaitable: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await awaitable  # type: ignore[misc]
+    return info.value
+
+
+def violations(error: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    return [v.field for v in bad.field_violations]
+
+
+# -- conversations --------------------------------------------------------------------
+
+
+async def test_create_get_find_end_conversation(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    created = await new_conversation(state, room="room-1")
+    assert created.status == pb.CONVERSATION_STATUS_OPEN
+    assert created.tenant_id == "tenant-a"
+    assert created.user_ids == ["user-1"]
+
+    got = await stub.GetConversation(
+        pb.GetConversationRequest(conversation_id=created.conversation_id), metadata=md
+    )
+    assert got.conversation == created
+
+    found = await stub.FindOpenConversation(
+        pb.FindOpenConversationRequest(room_name="room-1"), metadata=md
+    )
+    assert found.conversation.conversation_id == created.conversation_id
+
+    ended = await stub.EndConversation(
+        pb.EndConversationRequest(conversation_id=created.conversation_id, reason="user hung up"),
+        metadata=md,
+    )
+    assert ended.conversation.status == pb.CONVERSATION_STATUS_ENDED
+    assert ended.conversation.end_reason == "user hung up"
+    assert ended.conversation.HasField("ended_at")
+    again = await stub.FindOpenConversation(
+        pb.FindOpenConversationRequest(room_name="room-1"), metadata=md
+    )
+    assert not again.HasField("conversation")
+
+
+async def test_create_with_client_id_is_idempotent(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    conversation_id = uuid7()
+    request = pb.CreateConversationRequest(conversation_id=conversation_id, room_name="r")
+    first = await stub.CreateConversation(request, metadata=md)
+    second = await stub.CreateConversation(request, metadata=md)
+    assert first.created
+    assert not second.created
+    assert second.conversation.conversation_id == conversation_id
+
+
+async def test_other_tenant_gets_not_found(state: StateHandle) -> None:
+    stub = state.stub()
+    conversation = await new_conversation(state, tenant="tenant-a")
+    other = state.metadata("tenant-b")
+    for call in (
+        stub.GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation.conversation_id),
+            metadata=other,
+        ),
+        stub.AppendEvents(
+            pb.AppendEventsRequest(conversation_id=conversation.conversation_id, events=[event()]),
+            metadata=other,
+        ),
+        stub.GetHistory(
+            pb.GetHistoryRequest(conversation_id=conversation.conversation_id, last_n=5),
+            metadata=other,
+        ),
+    ):
+        error = await rpc_error(call)
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+    unknown = await rpc_error(
+        stub.GetConversation(pb.GetConversationRequest(conversation_id=uuid7()), metadata=other)
+    )
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_conversations_newest_first_with_paging(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    ids = []
+    for _ in range(5):
+        ids.append((await new_conversation(state, user_ids=("lister",))).conversation_id)
+        await asyncio.sleep(0.002)
+    await new_conversation(state, user_ids=("somebody-else",))
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await stub.ListConversations(
+            pb.ListConversationsRequest(user_id="lister", page_size=2, page_token=token),
+            metadata=md,
+        )
+        pages += 1
+        seen += [c.conversation_id for c in page.conversations]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]
+    assert pages == 3
+    bad = await rpc_error(
+        stub.ListConversations(
+            pb.ListConversationsRequest(user_id="other-user", page_token=token or "garbage"),
+            metadata=md,
+        )
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(bad) == ["page_token"]
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+async def test_append_assigns_gapless_sequence_and_is_idempotent(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    conversation = await new_conversation(state)
+    cid = conversation.conversation_id
+    batch = [event(text=f"turn {i}") for i in range(5)]
+    first = await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=cid, events=batch), metadata=md
+    )
+    assert [r.seq for r in first.results] == [1, 2, 3, 4, 5]
+    assert not any(r.duplicate for r in first.results)
+    assert first.last_seq == 5
+
+    again = await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=cid, events=batch), metadata=md
+    )
+    assert [(r.seq, r.duplicate) for r in again.results] == [(s, True) for s in range(1, 6)]
+
+    mixed = [batch[2], event(text="new one"), batch[0]]
+    third = await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=cid, events=mixed), metadata=md
+    )
+    assert [(r.seq, r.duplicate) for r in third.results] == [(3, True), (6, False), (1, True)]
+
+    history = await stub.GetHistory(
+        pb.GetHistoryRequest(conversation_id=cid, page_size=100), metadata=md
+    )
+    assert [e.seq for e in history.events] == [1, 2, 3, 4, 5, 6]
+    assert [e.text for e in history.events] == [f"turn {i}" for i in range(5)] + ["new one"]
+    got = await stub.GetConversation(pb.GetConversationRequest(conversation_id=cid), metadata=md)
+    assert got.conversation.last_seq == 6
+
+
+async def test_event_id_of_another_conversation_is_refused(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    one = await new_conversation(state)
+    two = await new_conversation(state)
+    shared = event()
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=one.conversation_id, events=[shared]), metadata=md
+    )
+    error = await rpc_error(
+        stub.AppendEvents(
+            pb.AppendEventsRequest(conversation_id=two.conversation_id, events=[shared]),
+            metadata=md,
+        )
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_every_event_type_round_trips(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    cid = (await new_conversation(state)).conversation_id
+    payload = struct_pb2.Struct()
+    payload.update({"lang": "en", "nested": {"n": 1.5, "list": [1, "a"]}})
+    events = [
+        event(
+            pb.EVENT_TYPE_TRANSCRIPTION,
+            "hi there",
+            transcription=pb.TranscriptionDetail(final=True, language="en", confidence=0.9),
+        ),
+        event(pb.EVENT_TYPE_USER_MESSAGE, "hi there", payload=payload),
+        event(pb.EVENT_TYPE_AGENT_MESSAGE, "hello!", pb.ROLE_AGENT),
+        event(
+            pb.EVENT_TYPE_TTS_SPEECH,
+            "hello!",
+            pb.ROLE_AGENT,
+            speech=pb.SpeechDetail(
+                speech_id="sp1",
+                source="generate_reply",
+                user_initiated=False,
+                duration=duration_pb2.Duration(seconds=1, nanos=500_000_000),
+                interrupted=True,
+            ),
+        ),
+        event(pb.EVENT_TYPE_USER_ACTION, "", user_action=pb.UserActionDetail(action="pressed 1")),
+        event(
+            pb.EVENT_TYPE_ERROR,
+            "",
+            pb.ROLE_SYSTEM,
+            error=pb.ErrorDetail(
+                message="tts failed", stack_trace="Traceback...", source="tts", recoverable=False
+            ),
+        ),
+        event(
+            pb.EVENT_TYPE_AGENT_HANDOFF,
+            "",
+            pb.ROLE_SYSTEM,
+            handoff=pb.HandoffDetail(from_agent="a", to_agent="b", reason="billing"),
+        ),
+    ]
+    await stub.AppendEvents(pb.AppendEventsRequest(conversation_id=cid, events=events), metadata=md)
+    history = await stub.GetHistory(pb.GetHistoryRequest(conversation_id=cid), metadata=md)
+    for sent, stored in zip(events, history.events, strict=True):
+        assert stored.event_id == sent.event_id
+        assert stored.type == sent.type
+        assert stored.role == sent.role
+        assert stored.text == sent.text
+        assert stored.payload == sent.payload
+        assert stored.WhichOneof("detail") == sent.WhichOneof("detail")
+        kind = sent.WhichOneof("detail")
+        if kind:
+            assert getattr(stored, kind) == getattr(sent, kind)
+        assert abs(stored.client_time.ToMilliseconds() - sent.client_time.ToMilliseconds()) <= 1
+        assert stored.HasField("server_time")
+        assert stored.user_ids == ["user-1"]
+
+
+async def test_history_last_n_messages_and_paging(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    cid = (await new_conversation(state)).conversation_id
+    events = []
+    for i in range(30):
+        events.append(event(pb.EVENT_TYPE_TRANSCRIPTION, f"t{i}"))
+        events.append(
+            event(pb.EVENT_TYPE_USER_MESSAGE if i % 2 else pb.EVENT_TYPE_AGENT_MESSAGE, f"m{i}")
+        )
+    await stub.AppendEvents(pb.AppendEventsRequest(conversation_id=cid, events=events), metadata=md)
+    last = await stub.GetHistory(
+        pb.GetHistoryRequest(
+            conversation_id=cid,
+            last_n=4,
+            types=[pb.EVENT_TYPE_USER_MESSAGE, pb.EVENT_TYPE_AGENT_MESSAGE],
+        ),
+        metadata=md,
+    )
+    assert [e.text for e in last.events] == ["m26", "m27", "m28", "m29"]
+    assert last.last_seq == 60
+    seqs: list[int] = []
+    token = ""
+    while True:
+        page = await stub.GetHistory(
+            pb.GetHistoryRequest(conversation_id=cid, page_size=7, page_token=token), metadata=md
+        )
+        seqs += [e.seq for e in page.events]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seqs == list(range(1, 61))
+
+
+# -- snapshots and users --------------------------------------------------------------
+
+
+async def test_snapshot_latest_wins_and_size_limit(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    cid = (await new_conversation(state)).conversation_id
+    empty = await stub.GetLatestSnapshot(
+        pb.GetLatestSnapshotRequest(conversation_id=cid), metadata=md
+    )
+    assert not empty.HasField("snapshot")
+    userdata = struct_pb2.Struct()
+    userdata.update({"name": "Ada", "cart": [1, 2]})
+    for version in (1, 2):
+        saved = await stub.SaveSnapshot(
+            pb.SaveSnapshotRequest(
+                conversation_id=cid,
+                snapshot=pb.Snapshot(
+                    current_agent=f"agent-{version}",
+                    history=[pb.ChatItem(item_id="i1", role=pb.ROLE_USER, text="hi")],
+                    userdata=userdata,
+                    covered_seq=version * 10,
+                ),
+            ),
+            metadata=md,
+        )
+        assert saved.snapshot.version == version
+    latest = await stub.GetLatestSnapshot(
+        pb.GetLatestSnapshotRequest(conversation_id=cid), metadata=md
+    )
+    assert latest.snapshot.current_agent == "agent-2"
+    assert latest.snapshot.covered_seq == 20
+    assert latest.snapshot.userdata == userdata
+    assert latest.snapshot.history[0].text == "hi"
+
+    huge = pb.Snapshot(history=[pb.ChatItem(item_id="x", text="a" * 600_000)] * 2)
+    error = await rpc_error(
+        stub.SaveSnapshot(pb.SaveSnapshotRequest(conversation_id=cid, snapshot=huge), metadata=md)
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(error) == ["snapshot"]
+    assert "limit" in (error.details() or "")
+
+
+async def test_user_profile_upsert_merges_preferences(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    prefs = struct_pb2.Struct()
+    prefs.update({"language": "fr", "tone": "formal"})
+    first = await stub.UpsertUser(
+        pb.UpsertUserRequest(
+            user=pb.UserProfile(user_id="ada", display_name="Ada", preferences=prefs)
+        ),
+        metadata=md,
+    )
+    assert first.created
+    more = struct_pb2.Struct()
+    more.update({"tone": "casual"})
+    second = await stub.UpsertUser(
+        pb.UpsertUserRequest(user=pb.UserProfile(user_id="ada", preferences=more)), metadata=md
+    )
+    assert not second.created
+    got = await stub.GetUser(pb.GetUserRequest(user_id="ada"), metadata=md)
+    assert got.user.display_name == "Ada"
+    assert dict(got.user.preferences) == {"language": "fr", "tone": "casual"}
+    missing = await rpc_error(
+        stub.GetUser(pb.GetUserRequest(user_id="ada"), metadata=state.metadata("tenant-b"))
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- change feed ----------------------------------------------------------------------
+
+
+async def _drain(
+    state: StateHandle, cursor: str = "", tenant: str = "tenant-a", all_tenants: bool = False
+) -> tuple[list[pb.Change], str]:
+    changes: list[pb.Change] = []
+    async for response in state.stub().Watch(
+        pb.WatchRequest(cursor=cursor, stop_at_end=True, all_tenants=all_tenants, max_batch=7),
+        metadata=state.metadata(tenant),
+    ):
+        changes.extend(response.changes)
+        if response.changes:
+            cursor = response.changes[-1].cursor
+    return changes, cursor
+
+
+async def test_watch_delivers_everything_once_and_resumes(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    cid = (await new_conversation(state)).conversation_id
+    first = [event(text=f"a{i}") for i in range(10)]
+    await stub.AppendEvents(pb.AppendEventsRequest(conversation_id=cid, events=first), metadata=md)
+    seen, cursor = await _drain(state)
+    assert [c.event.text for c in seen] == [f"a{i}" for i in range(10)]
+
+    # Written while the consumer was away, including a retry that stores nothing new.
+    second = [event(text=f"b{i}") for i in range(5)]
+    await stub.AppendEvents(pb.AppendEventsRequest(conversation_id=cid, events=second), metadata=md)
+    await stub.AppendEvents(pb.AppendEventsRequest(conversation_id=cid, events=first), metadata=md)
+    more, cursor2 = await _drain(state, cursor)
+    assert [c.event.text for c in more] == [f"b{i}" for i in range(5)]
+    assert [c.event.seq for c in more] == list(range(11, 16))
+    nothing, _ = await _drain(state, cursor2)
+    assert nothing == []
+
+
+async def test_watch_follows_live_writes(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    cid = (await new_conversation(state)).conversation_id
+    received: list[str] = []
+    caught_up = asyncio.Event()
+
+    async def follow() -> None:
+        async for response in stub.Watch(pb.WatchRequest(), metadata=md):
+            received.extend(c.event.text for c in response.changes)
+            if response.caught_up:
+                caught_up.set()
+            if len(received) >= 6:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.wait_for(caught_up.wait(), 5)
+    for i in range(3):
+        await stub.AppendEvents(
+            pb.AppendEventsRequest(
+                conversation_id=cid, events=[event(text=f"live{i}a"), event(text=f"live{i}b")]
+            ),
+            metadata=md,
+        )
+    await asyncio.wait_for(task, 5)
+    assert received == [f"live{i}{x}" for i in range(3) for x in "ab"]
+
+
+async def test_watch_is_tenant_scoped_unless_feed_scope(state: StateHandle) -> None:
+    stub = state.stub()
+    a = (await new_conversation(state, tenant="tenant-a")).conversation_id
+    b = (await new_conversation(state, tenant="tenant-b")).conversation_id
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=a, events=[event(text="from a")]),
+        metadata=state.metadata("tenant-a"),
+    )
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=b, events=[event(text="from b")]),
+        metadata=state.metadata("tenant-b"),
+    )
+    only_b, _ = await _drain(state, tenant="tenant-b")
+    assert [c.event.text for c in only_b] == ["from b"]
+    everything, _ = await _drain(state, tenant="ops", all_tenants=True)
+    assert [c.event.text for c in everything] == ["from a", "from b"]
+    denied = await rpc_error(
+        _drain_list(
+            stub.Watch(
+                pb.WatchRequest(all_tenants=True, stop_at_end=True),
+                metadata=state.metadata("tenant-a", "state.read"),
+            )
+        )
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    bad = await rpc_error(
+        _drain_list(stub.Watch(pb.WatchRequest(cursor="not-a-cursor"), metadata=state.metadata()))
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(bad) == ["cursor"]
+
+
+async def _drain_list(stream: object) -> list[object]:
+    return [item async for item in stream]  # type: ignore[attr-defined]
+
+
+# -- retention, export, delete --------------------------------------------------------
+
+
+async def test_retention_policy_and_sweep(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata("tenant-r")
+    default = await stub.GetRetentionPolicy(pb.GetRetentionPolicyRequest(), metadata=md)
+    assert default.is_default
+    assert default.retention.seconds == state.settings.default_retention_s
+    await stub.SetRetentionPolicy(
+        pb.SetRetentionPolicyRequest(retention=duration_pb2.Duration(seconds=3600)), metadata=md
+    )
+    policy = await stub.GetRetentionPolicy(pb.GetRetentionPolicyRequest(), metadata=md)
+    assert (policy.retention.seconds, policy.is_default) == (3600, False)
+    forbidden = await rpc_error(
+        stub.SetRetentionPolicy(
+            pb.SetRetentionPolicyRequest(retention=duration_pb2.Duration(seconds=60)),
+            metadata=state.metadata("tenant-r", "state.read state.write"),
+        )
+    )
+    assert forbidden.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_retention_removes_expired_and_announces_it(state: StateHandle) -> None:
+    from state_svc.domain import utcnow
+
+    stub, md = state.stub(), state.metadata("tenant-r")
+    await stub.SetRetentionPolicy(
+        pb.SetRetentionPolicyRequest(retention=duration_pb2.Duration(seconds=60)), metadata=md
+    )
+    old = (await new_conversation(state, tenant="tenant-r")).conversation_id
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=old, events=[event()]), metadata=md
+    )
+    keep = (await new_conversation(state, tenant="tenant-keep")).conversation_id
+    _, cursor = await _drain(state, tenant="tenant-r")
+
+    removed = await state.domain.sweep_retention(now=utcnow() + timedelta(seconds=120))
+    assert removed == 1
+    gone = await rpc_error(
+        stub.GetConversation(pb.GetConversationRequest(conversation_id=old), metadata=md)
+    )
+    assert gone.code() == grpc.StatusCode.NOT_FOUND
+    kept = await stub.GetConversation(
+        pb.GetConversationRequest(conversation_id=keep), metadata=state.metadata("tenant-keep")
+    )
+    assert kept.conversation.conversation_id == keep
+    changes, _ = await _drain(state, cursor, tenant="tenant-r")
+    assert len(changes) == 1
+    assert changes[0].deletion.reason == pb.DELETION_REASON_RETENTION
+    assert list(changes[0].deletion.conversation_ids) == [old]
+
+
+async def test_export_and_delete_user(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    await stub.UpsertUser(
+        pb.UpsertUserRequest(user=pb.UserProfile(user_id="gone", display_name="G")), metadata=md
+    )
+    cids = [(await new_conversation(state, user_ids=("gone",))).conversation_id for _ in range(2)]
+    other = (await new_conversation(state, user_ids=("stays",))).conversation_id
+    for cid in [*cids, other]:
+        await stub.AppendEvents(
+            pb.AppendEventsRequest(conversation_id=cid, events=[event(), event()]), metadata=md
+        )
+    await stub.SaveSnapshot(
+        pb.SaveSnapshotRequest(conversation_id=cids[0], snapshot=pb.Snapshot(current_agent="a")),
+        metadata=md,
+    )
+    exported = [
+        item.WhichOneof("item")
+        async for item in stub.ExportUserData(pb.ExportUserDataRequest(user_id="gone"), metadata=md)
+    ]
+    assert exported == [
+        "user",
+        "conversation",
+        "event",
+        "event",
+        "snapshot",
+        "conversation",
+        "event",
+        "event",
+    ]
+    _, cursor = await _drain(state)
+    deleted = await stub.DeleteUserData(pb.DeleteUserDataRequest(user_id="gone"), metadata=md)
+    assert (
+        deleted.conversations_deleted,
+        deleted.events_deleted,
+        deleted.snapshots_deleted,
+        deleted.profile_deleted,
+    ) == (2, 4, 1, True)
+    nothing = [
+        item
+        async for item in stub.ExportUserData(pb.ExportUserDataRequest(user_id="gone"), metadata=md)
+    ]
+    assert nothing == []
+    for cid in cids:
+        error = await rpc_error(
+            stub.GetHistory(pb.GetHistoryRequest(conversation_id=cid), metadata=md)
+        )
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+    still = await stub.GetHistory(pb.GetHistoryRequest(conversation_id=other), metadata=md)
+    assert len(still.events) == 2
+    changes, _ = await _drain(state, cursor)
+    assert [c.WhichOneof("change") for c in changes] == ["deletion"]
+    assert changes[0].deletion.user_id == "gone"
+    assert sorted(changes[0].deletion.conversation_ids) == sorted(cids)
+    not_admin = await rpc_error(
+        stub.DeleteUserData(
+            pb.DeleteUserDataRequest(user_id="stays"),
+            metadata=state.metadata("tenant-a", "state.read state.write"),
+        )
+    )
+    assert not_admin.code() == grpc.StatusCode.PERMISSION_DENIED
