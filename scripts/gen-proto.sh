@@ -22,8 +22,8 @@ if [[ "${1:-}" == "--check" ]]; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   generate "$tmp"
-  if ! diff -r "$tmp/voiceagent" voiceagent >/dev/null; then
-    diff -r "$tmp/voiceagent" voiceagent | head -20 >&2
+  if ! diff -r -x __pycache__ "$tmp/voiceagent" voiceagent >/dev/null; then
+    diff -r -x __pycache__ "$tmp/voiceagent" voiceagent | head -20 >&2
     echo "gen-proto: generated code in voiceagent/ is stale; run 'make proto' and commit it" >&2
     exit 1
   fi

@@ -35,7 +35,7 @@ class StateHandle:
     channel: grpc.aio.Channel
 
     def stub(self) -> state_pb2_grpc.StateServiceStub:
-        return state_pb2_grpc.StateServiceStub(self.channel)
+        return state_pb2_grpc.StateServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
     def metadata(
         self, tenant: str = "tenant-a", scopes: str = ALL_SCOPES
@@ -112,7 +112,8 @@ async def new_conversation(
         ),
         metadata=handle.metadata(tenant),
     )
-    return reply.conversation
+    conversation: pb.Conversation = reply.conversation
+    return conversation
 
 
 Factory = Callable[..., Any]
