@@ -85,8 +85,10 @@ def event(
     role: int = pb.ROLE_USER,
     **fields: Any,
 ) -> pb.Event:
-    when = timestamp_pb2.Timestamp()
-    when.GetCurrentTime()
+    when = fields.pop("client_time", None)
+    if when is None:
+        when = timestamp_pb2.Timestamp()
+        when.GetCurrentTime()
     return pb.Event(
         event_id=fields.pop("event_id", uuid7()),
         type=event_type,  # type: ignore[arg-type]

@@ -1,0 +1,325 @@
+"""Bad input of every field class: INVALID_ARGUMENT naming the field, the service stays up."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from servicekit.ids import uuid7
+from tests.support.state import StateHandle, event, new_conversation, running_state, state_settings
+from voiceagent.state.v1 import state_pb2 as pb
+
+CID = "00000000-0000-7000-8000-000000000000"
+
+
+@pytest.fixture(scope="module")
+async def state(
+    tmp_path_factory: pytest.TempPathFactory, jwt_key: str
+) -> AsyncIterator[StateHandle]:
+    settings = state_settings("sqlite", tmp_path_factory.mktemp("validation"), jwt_key, None)
+    async with running_state(settings, jwt_key) as handle:
+        yield handle
+
+
+def deep(levels: int) -> struct_pb2.Struct:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def old_time() -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=600_000_000)  # 1989
+
+
+CASES: list[tuple[str, str, Any, str]] = [
+    # (case id, method, request, field named)
+    ("room empty", "CreateConversation", pb.CreateConversationRequest(), "room_name"),
+    (
+        "room too long",
+        "CreateConversation",
+        pb.CreateConversationRequest(room_name="r" * 300),
+        "room_name",
+    ),
+    (
+        "room control chars",
+        "CreateConversation",
+        pb.CreateConversationRequest(room_name="a\nb"),
+        "room_name",
+    ),
+    (
+        "conversation id format",
+        "CreateConversation",
+        pb.CreateConversationRequest(conversation_id="abc", room_name="r"),
+        "conversation_id",
+    ),
+    (
+        "user id format",
+        "CreateConversation",
+        pb.CreateConversationRequest(room_name="r", user_ids=["bad id!"]),
+        "user_ids[0]",
+    ),
+    (
+        "too many users",
+        "CreateConversation",
+        pb.CreateConversationRequest(room_name="r", user_ids=[f"u{i}" for i in range(40)]),
+        "user_ids",
+    ),
+    (
+        "metadata too deep",
+        "CreateConversation",
+        pb.CreateConversationRequest(room_name="r", metadata=deep(12)),
+        "metadata",
+    ),
+    (
+        "metadata too big",
+        "CreateConversation",
+        pb.CreateConversationRequest(room_name="r", metadata=struct({"x": "y" * 20000})),
+        "metadata",
+    ),
+    (
+        "metadata bad key",
+        "CreateConversation",
+        pb.CreateConversationRequest(room_name="r", metadata=struct({"$where": 1})),
+        "metadata",
+    ),
+    (
+        "append no conversation",
+        "AppendEvents",
+        pb.AppendEventsRequest(events=[event()]),
+        "conversation_id",
+    ),
+    ("append empty batch", "AppendEvents", pb.AppendEventsRequest(conversation_id=CID), "events"),
+    (
+        "append huge batch",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event() for _ in range(501)]),
+        "events",
+    ),
+    (
+        "event id not v7",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(event_id=str(uuid.uuid4()))]),
+        "events[0].event_id",
+    ),
+    (
+        "event id garbage",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(event_id="x")]),
+        "events[0].event_id",
+    ),
+    (
+        "event type unspecified",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(event_type=0)]),
+        "events[0].type",
+    ),
+    (
+        "event type unknown",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(event_type=99)]),
+        "events[0].type",
+    ),
+    (
+        "role unknown",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(role=42)]),
+        "events[0].role",
+    ),
+    (
+        "text too long",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(text="é" * 20000)]),
+        "events[0].text",
+    ),
+    (
+        "payload too deep",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(payload=deep(9))]),
+        "events[0].payload",
+    ),
+    (
+        "duplicate id in batch",
+        "AppendEvents",
+        pb.AppendEventsRequest(
+            conversation_id=CID, events=[event(event_id=CID), event(event_id=CID)]
+        ),
+        "events[1].event_id",
+    ),
+    (
+        "client time out of range",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(client_time=old_time())]),
+        "events[0].client_time",
+    ),
+    (
+        "negative speech duration",
+        "AppendEvents",
+        pb.AppendEventsRequest(
+            conversation_id=CID,
+            events=[
+                event(
+                    event_type=pb.EVENT_TYPE_TTS_SPEECH,
+                    speech=pb.SpeechDetail(duration=duration_pb2.Duration(seconds=-1)),
+                )
+            ],
+        ),
+        "events[0].speech.duration",
+    ),
+    (
+        "detail of another type",
+        "AppendEvents",
+        pb.AppendEventsRequest(conversation_id=CID, events=[event(speech=pb.SpeechDetail())]),
+        "events[0].speech",
+    ),
+    (
+        "error without message",
+        "AppendEvents",
+        pb.AppendEventsRequest(
+            conversation_id=CID,
+            events=[event(event_type=pb.EVENT_TYPE_ERROR, text="", error=pb.ErrorDetail())],
+        ),
+        "events[0].error.message",
+    ),
+    (
+        "history negative last_n",
+        "GetHistory",
+        pb.GetHistoryRequest(conversation_id=CID, last_n=-1),
+        "last_n",
+    ),
+    (
+        "history page too big",
+        "GetHistory",
+        pb.GetHistoryRequest(conversation_id=CID, page_size=5000),
+        "page_size",
+    ),
+    (
+        "history unknown type",
+        "GetHistory",
+        pb.GetHistoryRequest(conversation_id=CID, types=[99]),  # type: ignore[list-item]
+        "types[0]",
+    ),
+    (
+        "history bad token",
+        "GetHistory",
+        pb.GetHistoryRequest(conversation_id=CID, page_token="%%%"),
+        "page_token",
+    ),
+    ("list no user", "ListConversations", pb.ListConversationsRequest(), "user_id"),
+    (
+        "list negative page",
+        "ListConversations",
+        pb.ListConversationsRequest(user_id="u", page_size=-1),
+        "page_size",
+    ),
+    (
+        "end reason too long",
+        "EndConversation",
+        pb.EndConversationRequest(conversation_id=CID, reason="x" * 300),
+        "reason",
+    ),
+    ("user id empty", "UpsertUser", pb.UpsertUserRequest(user=pb.UserProfile()), "user.user_id"),
+    (
+        "preference key with dot",
+        "UpsertUser",
+        pb.UpsertUserRequest(user=pb.UserProfile(user_id="u", preferences=struct({"a.b": 1}))),
+        "user.preferences",
+    ),
+    ("get user bad id", "GetUser", pb.GetUserRequest(user_id="a/b"), "user_id"),
+    ("snapshot missing", "SaveSnapshot", pb.SaveSnapshotRequest(conversation_id=CID), "snapshot"),
+    (
+        "snapshot negative seq",
+        "SaveSnapshot",
+        pb.SaveSnapshotRequest(conversation_id=CID, snapshot=pb.Snapshot(covered_seq=-5)),
+        "snapshot.covered_seq",
+    ),
+    (
+        "retention negative",
+        "SetRetentionPolicy",
+        pb.SetRetentionPolicyRequest(retention=duration_pb2.Duration(seconds=-1)),
+        "retention",
+    ),
+    ("retention missing", "SetRetentionPolicy", pb.SetRetentionPolicyRequest(), "retention"),
+    ("export bad user", "ExportUserData", pb.ExportUserDataRequest(user_id=""), "user_id"),
+    ("watch batch too big", "Watch", pb.WatchRequest(max_batch=5000), "max_batch"),
+]
+
+
+async def invoke(state: StateHandle, method: str, request: Any) -> None:
+    result = getattr(state.stub(), method)(request, metadata=state.metadata())
+    if method in ("Watch", "ExportUserData"):
+        async for _ in result:
+            pass
+    else:
+        await result
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+async def test_bad_input_names_the_field(
+    state: StateHandle, method: str, request_message: Any, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await invoke(state, method, request_message)
+    error = info.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert field in [v.field for v in bad.field_violations]
+    assert field in (error.details() or "")
+
+
+async def test_service_stays_up_after_bad_input(state: StateHandle) -> None:
+    health = health_pb2_grpc.HealthStub(state.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    conversation = await new_conversation(state)
+    appended = await state.stub().AppendEvents(
+        pb.AppendEventsRequest(conversation_id=conversation.conversation_id, events=[event()]),
+        metadata=state.metadata(),
+    )
+    assert appended.last_seq == 1
+
+
+async def test_several_bad_fields_are_all_named(state: StateHandle) -> None:
+    request = pb.AppendEventsRequest(
+        conversation_id=CID, events=[event(event_id="x"), event(event_type=0, event_id=uuid7())]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await state.stub().AppendEvents(request, metadata=state.metadata())
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    status.details[0].Unpack(bad)
+    assert [v.field for v in bad.field_violations] == ["events[0].event_id", "events[1].type"]
+
+
+async def test_unknown_conversation_is_not_found(state: StateHandle) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await state.stub().AppendEvents(
+            pb.AppendEventsRequest(conversation_id=CID, events=[event()]), metadata=state.metadata()
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_case_ids_are_unique() -> None:
+    assert len({c[0] for c in CASES}) == len(CASES)
