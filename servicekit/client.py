@@ -30,13 +30,7 @@ def service_config(retry: bool = True) -> str:
     return json.dumps(config)
 
 
-# The interceptor bases are generic only in the stubs.
-class _BearerToken(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
+class _BearerToken:
     """Adds `authorization: Bearer <token>`; the provider may refresh short-lived tokens."""
 
     def __init__(self, provider: TokenProvider) -> None:
@@ -49,17 +43,34 @@ class _BearerToken(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files each interceptor under one call kind only (the first base it matches),
+# so each kind needs its own class. The bases are generic only in the stubs.
+class _UnaryUnaryToken(_BearerToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamToken(_BearerToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamUnaryToken(_BearerToken, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _StreamStreamToken(_BearerToken, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(self._details(details), requests)
+
+
+def bearer_token_interceptors(provider: TokenProvider) -> list[Any]:
+    return [
+        kind(provider)
+        for kind in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)
+    ]
 
 
 def create_channel(
@@ -76,7 +87,7 @@ def create_channel(
     """
     interceptors: list[Any] = [*tracing.client_interceptors()]
     if token is not None:
-        interceptors.append(_BearerToken(token))
+        interceptors.extend(bearer_token_interceptors(token))
     interceptors.extend(extra_interceptors)
     options = [
         ("grpc.service_config", service_config(retry)),

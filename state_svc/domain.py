@@ -143,6 +143,7 @@ class StateDomain:
         except EventIdConflict as exc:
             raise AlreadyExists(str(exc)) from exc
         except StoreError as exc:
+            log.warning("append failed; the client may retry", extra={"error": str(exc)})
             raise Unavailable(str(exc)) from exc
         for event, result in zip(events, results, strict=True):
             if result.duplicate:

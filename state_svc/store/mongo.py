@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +60,7 @@ DELETION = "deletion"
 DUPLICATE_KEY = 11000
 NOT_IMPLEMENTED = 238
 MAX_ATTEMPTS = 100
+INSERT_CHUNK = 100
 SEQ_CACHE_SIZE = 10_000
 
 Doc = dict[str, Any]
@@ -71,6 +72,9 @@ class _Slot:
 
     request: int
     event: NewEvent
+    # Feed positions this slot was tried at: an insert reported as failed may still have
+    # stored it (a lost reply), and then the stored copy is this slot's own.
+    tried: list[int] = field(default_factory=list)
 
 
 def _conversation(d: Doc) -> Conversation:
@@ -389,18 +393,11 @@ class MongoStore:
                     seqs[r.conversation_id] = await self._seq_position(r.conversation_id)
                 seqs[r.conversation_id] += 1
                 feed += 1
+                slot.tried.append(feed)
                 docs.append(
                     self._event_doc(r, slot.event, feed, seqs[r.conversation_id], conversations)
                 )
-            try:
-                await self._events.insert_many(docs, ordered=True)
-                done, failure = len(docs), None
-            except BulkWriteError as exc:
-                done = int(exc.details.get("nInserted", 0))
-                write_errors = exc.details.get("writeErrors") or []
-                failure = write_errors[0] if write_errors else None
-                if failure is None or failure.get("code") != DUPLICATE_KEY:
-                    raise
+            done, failure = await self._insert_ordered(docs)
             for slot, doc in zip(slots[:done], docs[:done], strict=True):
                 results[slot.request][slot.event.event_id] = AppendResult(
                     slot.event.event_id, doc["seq"], False
@@ -413,6 +410,27 @@ class MongoStore:
             await self._resolve_collision(requests, slots, results, errors)
             slots = [s for s in slots if s.request not in errors]
         return last_seq_written
+
+    async def _insert_ordered(self, docs: list[Doc]) -> tuple[int, Doc | None]:
+        """Insert in order, stopping at the first failure: (docs stored, the failure).
+
+        Chunks of INSERT_CHUNK: FerretDB v1 keeps inserting after a failure once an ordered
+        insert spans more than its internal batch of 100 documents, which would break the
+        rule that a position is only taken right after an existing one.
+        """
+        done = 0
+        for start in range(0, len(docs), INSERT_CHUNK):
+            chunk = docs[start : start + INSERT_CHUNK]
+            try:
+                await self._events.insert_many(chunk, ordered=True)
+            except BulkWriteError as exc:
+                write_errors = exc.details.get("writeErrors") or []
+                failure = write_errors[0] if write_errors else None
+                if failure is None or failure.get("code") != DUPLICATE_KEY:
+                    raise
+                return done + int(exc.details.get("nInserted", 0)), failure
+            done += len(chunk)
+        return done, None
 
     async def _resolve_collision(
         self,
@@ -433,8 +451,11 @@ class MongoStore:
             if existing["conversation_id"] != r.conversation_id:
                 errors[slot.request] = EventIdConflict(slot.event.event_id)
             else:
+                # Stored at a position this slot was tried at: our own insert whose reply
+                # was lost, not a client's retry.
+                ours = existing["_id"] in slot.tried
                 results[slot.request][slot.event.event_id] = AppendResult(
-                    slot.event.event_id, int(existing["seq"]), True
+                    slot.event.event_id, int(existing["seq"]), not ours
                 )
             return
         self._forget_positions(r.conversation_id)
