@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test setup tools proto check pytest clean
+.PHONY: run test setup tools proto check pytest clean bench-state
 
 run: setup ## set up, then run state_svc and context_svc on the embedded store
 	@bash scripts/run.sh
@@ -25,6 +25,9 @@ check: ## generated code, buf format/lint/breaking, ruff, mypy
 
 pytest:
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-state: setup ## state_svc appends vs raw inserts on FerretDB (or MONGODB_URI)
+	@$(PY) -m bench.bench_state $(BENCH_ARGS)
 
 clean: ## remove the venv and built tools
 	rm -rf .venv .tools .run

@@ -231,7 +231,10 @@ class StateDomain:
             if changes:
                 cursor = changes[-1].feed_seq
                 caught_up = len(changes) < batch
-                yield changes, caught_up and not caught_up_sent
+                # Tombstones (deleted events) only move the cursor on.
+                real = [c for c in changes if c.event is not None or c.deletion is not None]
+                if real or (caught_up and not caught_up_sent):
+                    yield real, caught_up and not caught_up_sent
                 caught_up_sent = caught_up_sent or caught_up
                 if caught_up and stop_at_end:
                     return

@@ -18,14 +18,23 @@ one insert (GroupCommitter), so collisions only happen between replicas.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import (
+    ASCENDING,
+    DESCENDING,
+    AsyncMongoClient,
+    ReplaceOne,
+    ReturnDocument,
+    UpdateOne,
+)
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
@@ -57,11 +66,24 @@ from state_svc.store.base import (
 log = logging.getLogger(__name__)
 
 DELETION = "deletion"
+HEAD_ID = "feed_head"
+# Pauses before concluding that a writer died between storing and announcing events.
+ANNOUNCE_WAITS_S = (0.005, 0.02, 0.05)
+# What a deleted event's document becomes: its position stays taken, nothing else is left.
+TOMBSTONE = "tombstone"
+# How long a replica trusts its own view of the feed's head between writes.
+FRESH_S = 30.0
+# Positions looked up at once while catching up with the head.
+WALK_WINDOW = 32
 DUPLICATE_KEY = 11000
 NOT_IMPLEMENTED = 238
 MAX_ATTEMPTS = 100
 INSERT_CHUNK = 100
 SEQ_CACHE_SIZE = 10_000
+RECENT_IDS = 100_000
+# Conversations never change tenant; a deleted one may take this long to be noticed by
+# other replicas (appends in that window are refused by no one: keep it short).
+CONVERSATION_CACHE_S = 5.0
 
 Doc = dict[str, Any]
 
@@ -72,9 +94,20 @@ class _Slot:
 
     request: int
     event: NewEvent
-    # Feed positions this slot was tried at: an insert reported as failed may still have
-    # stored it (a lost reply), and then the stored copy is this slot's own.
-    tried: list[int] = field(default_factory=list)
+
+
+def position_id(position: int) -> str:
+    """Feed positions are zero-padded strings: string _ids are what FerretDB looks up by
+    index (it scans for integer ones), and the padding keeps their order numeric."""
+    return f"{position:016d}"
+
+
+def idempotency_id(tenant_id: str, event_id: str) -> str:
+    return f"{tenant_id}\x1f{event_id}"
+
+
+def position_of(value: str) -> int:
+    return int(value)
 
 
 def _conversation(d: Doc) -> Conversation:
@@ -82,13 +115,16 @@ def _conversation(d: Doc) -> Conversation:
 
 
 def _event(d: Doc) -> Event:
-    return codec.event_from({**d, "feed_seq": d["_id"]})
+    return codec.event_from({**d, "feed_seq": position_of(d["_id"])})
 
 
 def _change(d: Doc) -> Change:
+    position = position_of(d["_id"])
     if d["type"] == DELETION:
-        return Change(feed_seq=d["_id"], deletion=codec.deletion_from(d["tenant_id"], d["payload"]))
-    return Change(feed_seq=d["_id"], event=_event(d))
+        return Change(feed_seq=position, deletion=codec.deletion_from(d["tenant_id"], d["payload"]))
+    if d["type"] == TOMBSTONE:
+        return Change(feed_seq=position)
+    return Change(feed_seq=position, event=_event(d))
 
 
 class MongoStore:
@@ -119,9 +155,15 @@ class MongoStore:
         self._users: AsyncCollection[Doc] = self._db["users"]
         self._tenants: AsyncCollection[Doc] = self._db["tenants"]
         self._meta: AsyncCollection[Doc] = self._db["meta"]
+        self._event_ids: AsyncCollection[Doc] = self._db["event_ids"]
         self._ttl_backstop = timedelta(seconds=ttl_backstop_s)
         self._seq_cache: OrderedDict[str, int] = OrderedDict()
         self._feed_last: int | None = None
+        self._feed_seen_at = 0.0
+        self._hint, self._hint_at = 0, -FRESH_S - 1
+        # (tenant, event id) -> {conversation_id, seq} of events stored recently here.
+        self._recent: OrderedDict[tuple[str, str], Doc] = OrderedDict()
+        self._conversation_cache: dict[str, tuple[Doc, float]] = {}
         self._appends: GroupCommitter[AppendRequest, list[AppendResult]] = GroupCommitter(
             self._append_batch
         )
@@ -288,8 +330,8 @@ class MongoStore:
             return await self._append_group(requests)
         except PyMongoError as exc:
             # A failed round may have stored part of the group: callers retry, and the
-            # stored events come back as duplicates with their first sequence numbers.
-            self._forget_positions()
+            # stored events come back with their first sequence numbers.
+            self._lose_track()
             raise StoreError(f"mongodb: {exc}") from exc
 
     async def _append_group(
@@ -298,32 +340,11 @@ class MongoStore:
         errors: dict[int, BaseException] = {}
         results: list[dict[str, AppendResult]] = [{} for _ in requests]
 
-        conversation_ids = list({r.conversation_id for r in requests})
-        conversations = {
-            d["_id"]: d
-            for d in await self._conversations.find(
-                {"_id": {"$in": conversation_ids}}, {"tenant_id": 1, "user_ids": 1}
-            ).to_list()
-        }
+        conversations = await self._conversation_info({r.conversation_id for r in requests})
         for i, r in enumerate(requests):
             found = conversations.get(r.conversation_id)
             if found is None or found["tenant_id"] != r.tenant_id:
                 errors[i] = ConversationMissing(r.conversation_id)
-
-        # Events stored before (retries): they keep their first sequence numbers.
-        wanted: dict[str, list[str]] = {}
-        for i, r in enumerate(requests):
-            if i not in errors:
-                wanted.setdefault(r.tenant_id, []).extend(e.event_id for e in r.events)
-        stored: dict[tuple[str, str], Doc] = {}
-        if wanted:
-            query = {
-                "$or": [{"tenant_id": t, "event_id": {"$in": ids}} for t, ids in wanted.items()]
-            }
-            async for d in self._events.find(
-                query, {"tenant_id": 1, "event_id": 1, "conversation_id": 1, "seq": 1}
-            ):
-                stored[(d["tenant_id"], d["event_id"])] = d
 
         slots: list[_Slot] = []
         claimed: set[tuple[str, str]] = set()
@@ -332,22 +353,16 @@ class MongoStore:
                 continue
             for event in r.events:
                 key = (r.tenant_id, event.event_id)
-                if key in stored:
-                    if stored[key]["conversation_id"] != r.conversation_id:
-                        errors[i] = EventIdConflict(event.event_id)
-                        break
-                    results[i][event.event_id] = AppendResult(
-                        event.event_id, int(stored[key]["seq"]), True
-                    )
-                elif key not in claimed:
+                if key not in claimed:
                     claimed.add(key)
                     slots.append(_Slot(i, event))
-        # A request whose event conflicts stores none of its events in this round.
-        slots = [s for s in slots if s.request not in errors]
 
-        inserted = await self._insert_slots(requests, conversations, slots, results, errors)
+        inserted: list[Doc] = []
+        last_seqs = await self._insert_slots(
+            requests, conversations, slots, results, errors, inserted
+        )
         if inserted:
-            await self._touch_conversations(requests, inserted)
+            await self._record_inserted(requests, last_seqs, inserted)
 
         out: list[list[AppendResult] | BaseException] = []
         for i, r in enumerate(requests):
@@ -359,15 +374,35 @@ class MongoStore:
                 result = results[i].get(event.event_id)
                 if result is None:
                     # The same id twice in one group: the later copy is the duplicate.
-                    first = next(
-                        res[event.event_id]
-                        for res in results
-                        if event.event_id in res and not res[event.event_id].duplicate
-                    )
+                    first = next(res[event.event_id] for res in results if event.event_id in res)
                     result = AppendResult(event.event_id, first.seq, True)
                 per_event.append(result)
             out.append(per_event)
         return out
+
+    def _settle_known(
+        self,
+        requests: list[AppendRequest],
+        slots: list[_Slot],
+        results: list[dict[str, AppendResult]],
+        errors: dict[int, BaseException],
+    ) -> list[_Slot]:
+        """Slots whose event is known to be stored already get their first seq back."""
+        remaining = []
+        for slot in slots:
+            if slot.request in errors:
+                continue
+            r = requests[slot.request]
+            known = self._recent.get((r.tenant_id, slot.event.event_id))
+            if known is None:
+                remaining.append(slot)
+            elif known["conversation_id"] != r.conversation_id:
+                errors[slot.request] = EventIdConflict(slot.event.event_id)
+            else:
+                results[slot.request][slot.event.event_id] = AppendResult(
+                    slot.event.event_id, int(known["seq"]), True
+                )
+        return [s for s in remaining if s.request not in errors]
 
     async def _insert_slots(
         self,
@@ -376,14 +411,14 @@ class MongoStore:
         slots: list[_Slot],
         results: list[dict[str, AppendResult]],
         errors: dict[int, BaseException],
+        inserted: list[Doc],
     ) -> dict[str, int]:
         """Insert in order at the next free positions; returns conversation -> last seq."""
         last_seq_written: dict[str, int] = {}
-        attempts = 0
-        while slots:
-            attempts += 1
-            if attempts > MAX_ATTEMPTS:
-                raise StoreError("mongodb: too much write contention; retry")
+        for _ in range(MAX_ATTEMPTS):
+            slots = self._settle_known(requests, slots, results, errors)
+            if not slots:
+                return last_seq_written
             feed = await self._feed_position()
             seqs: dict[str, int] = {}
             docs: list[Doc] = []
@@ -393,23 +428,140 @@ class MongoStore:
                     seqs[r.conversation_id] = await self._seq_position(r.conversation_id)
                 seqs[r.conversation_id] += 1
                 feed += 1
-                slot.tried.append(feed)
                 docs.append(
                     self._event_doc(r, slot.event, feed, seqs[r.conversation_id], conversations)
                 )
             done, failure = await self._insert_ordered(docs)
             for slot, doc in zip(slots[:done], docs[:done], strict=True):
+                self._observe(doc)
                 results[slot.request][slot.event.event_id] = AppendResult(
                     slot.event.event_id, doc["seq"], False
                 )
                 last_seq_written[doc["conversation_id"]] = doc["seq"]
-                self._remember(doc["conversation_id"], doc["seq"], doc["_id"])
+                inserted.append(doc)
             slots = slots[done:]
             if failure is None:
-                break
-            await self._resolve_collision(requests, slots, results, errors)
-            slots = [s for s in slots if s.request not in errors]
-        return last_seq_written
+                return last_seq_written
+            await self._after_collision(requests, slots, errors)
+        raise StoreError("mongodb: too much write contention; retry")
+
+    async def _after_collision(
+        self, requests: list[AppendRequest], slots: list[_Slot], errors: dict[int, BaseException]
+    ) -> None:
+        """The first remaining slot hit a unique index: another replica took the positions
+        (catch up with the feed), or the event was stored before (a client's retry)."""
+        head = slots[0]
+        r = requests[head.request]
+        before = (self._feed_last, self._seq_cache.get(r.conversation_id))
+        # 1. What other replicas announced: the head document and conversation documents.
+        await self._read_announced({requests[s.request].conversation_id for s in slots})
+        if (self._feed_last, self._seq_cache.get(r.conversation_id)) != before:
+            return  # positions moved on: try again at the new ones
+        # 2. A retry of events stored before: the first one's idempotency record (then the
+        #    others' too: retried events come in runs).
+        if slots and await self._read_idempotency(requests, slots[:1]):
+            await self._read_idempotency(requests, slots[1:])
+            return
+        # 3. A writer stored events and is about to announce them: give it a moment.
+        for delay in ANNOUNCE_WAITS_S:
+            await asyncio.sleep(delay)
+            await self._read_announced({r.conversation_id})
+            if (self._feed_last, self._seq_cache.get(r.conversation_id)) != before:
+                return
+        # 4. A writer died before announcing: walk the feed from the announced head.
+        await self._catch_up()
+        if (r.tenant_id, head.event.event_id) in self._recent:
+            return
+        if (self._feed_last, self._seq_cache.get(r.conversation_id)) != before:
+            return
+        # Positions were right, so the event id is taken: an older stored event.
+        by_tenant: dict[str, list[str]] = {}
+        for slot in slots:
+            by_tenant.setdefault(requests[slot.request].tenant_id, []).append(slot.event.event_id)
+        query = {
+            "$or": [{"tenant_id": t, "event_id": {"$in": ids}} for t, ids in by_tenant.items()]
+        }
+        found = 0
+        async for d in self._events.find(
+            query, {"tenant_id": 1, "event_id": 1, "conversation_id": 1, "seq": 1}
+        ):
+            self._remember_event(d)
+            found += 1
+        if not found:
+            # Nothing explains it (a writer died before announcing, and its events are
+            # below the head): ask for the true maxima, which is a scan on FerretDB.
+            conversation_id = r.conversation_id
+            top_seq, top_pos = await asyncio.gather(
+                self._events.find_one(
+                    {"conversation_id": conversation_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
+                ),
+                self._events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)]),
+            )
+            if top_seq is not None:
+                self._seq_cache[conversation_id] = int(top_seq["seq"])
+            if top_pos is not None:
+                self._feed_last = max(self._feed_last or 0, position_of(top_pos["_id"]))
+
+    async def _record_inserted(
+        self, requests: list[AppendRequest], last_seqs: dict[str, int], inserted: list[Doc]
+    ) -> None:
+        """After events are stored: idempotency records, then conversations, then the head.
+
+        The events' unique indexes already make them safe; these records only let every
+        replica find the current positions and earlier events by _id (cheap everywhere).
+        A crash before they are written is covered by the slow paths in _after_collision.
+        """
+        records = [
+            {
+                "_id": idempotency_id(d["tenant_id"], d["event_id"]),
+                "conversation_id": d["conversation_id"],
+                "seq": d["seq"],
+                "pos": position_of(d["_id"]),
+            }
+            for d in inserted
+        ]
+        try:
+            await self._event_ids.insert_many(records, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+        await self._touch_conversations(requests, last_seqs)
+        top = max(position_of(d["_id"]) for d in inserted)
+        await self._meta.update_one({"_id": HEAD_ID}, {"$max": {"pos": top}}, upsert=True)
+
+    async def _read_announced(self, conversation_ids: set[str]) -> None:
+        head, *conversations = await asyncio.gather(
+            self._meta.find_one({"_id": HEAD_ID}),
+            *(self._conversations.find_one({"_id": c}, {"last_seq": 1}) for c in conversation_ids),
+        )
+        if head is not None:
+            self._feed_last = max(self._feed_last or 0, int(head["pos"]))
+        for conversation_id, doc in zip(conversation_ids, conversations, strict=True):
+            if doc is not None and conversation_id in self._seq_cache:
+                self._seq_cache[conversation_id] = max(
+                    self._seq_cache[conversation_id], int(doc.get("last_seq") or 0)
+                )
+
+    async def _read_idempotency(self, requests: list[AppendRequest], slots: list[_Slot]) -> bool:
+        """Look up idempotency records of the remaining slots; True when some were found."""
+        keys = [(requests[s.request].tenant_id, s.event.event_id) for s in slots[:INSERT_CHUNK]]
+        docs = await asyncio.gather(
+            *(self._event_ids.find_one({"_id": idempotency_id(t, e)}) for t, e in keys)
+        )
+        found = False
+        for (tenant_id, event_id), doc in zip(keys, docs, strict=True):
+            if doc is not None:
+                found = True
+                self._remember_event(
+                    {
+                        "_id": position_id(int(doc["pos"])),
+                        "tenant_id": tenant_id,
+                        "event_id": event_id,
+                        "conversation_id": doc["conversation_id"],
+                        "seq": doc["seq"],
+                    }
+                )
+        return found
 
     async def _insert_ordered(self, docs: list[Doc]) -> tuple[int, Doc | None]:
         """Insert in order, stopping at the first failure: (docs stored, the failure).
@@ -432,33 +584,30 @@ class MongoStore:
             done += len(chunk)
         return done, None
 
-    async def _resolve_collision(
-        self,
-        requests: list[AppendRequest],
-        slots: list[_Slot],
-        results: list[dict[str, AppendResult]],
-        errors: dict[int, BaseException],
-    ) -> None:
-        """The first remaining slot hit a unique index: another writer stored that event
-        (a concurrent retry), or took the positions (another replica)."""
-        slot = slots[0]
-        r = requests[slot.request]
-        existing = await self._events.find_one(
-            {"tenant_id": r.tenant_id, "event_id": slot.event.event_id}
-        )
-        if existing is not None:
-            slots.pop(0)
-            if existing["conversation_id"] != r.conversation_id:
-                errors[slot.request] = EventIdConflict(slot.event.event_id)
+    async def _conversation_info(self, ids: set[str]) -> dict[str, Doc]:
+        """Tenant and users of conversations, from a short-lived cache or point lookups."""
+        now = time.monotonic()
+        out: dict[str, Doc] = {}
+        missing = []
+        for conversation_id in ids:
+            cached = self._conversation_cache.get(conversation_id)
+            if cached is not None and now - cached[1] < CONVERSATION_CACHE_S:
+                out[conversation_id] = cached[0]
             else:
-                # Stored at a position this slot was tried at: our own insert whose reply
-                # was lost, not a client's retry.
-                ours = existing["_id"] in slot.tried
-                results[slot.request][slot.event.event_id] = AppendResult(
-                    slot.event.event_id, int(existing["seq"]), not ours
-                )
-            return
-        self._forget_positions(r.conversation_id)
+                missing.append(conversation_id)
+        docs = await asyncio.gather(
+            *(
+                self._conversations.find_one({"_id": c}, {"tenant_id": 1, "user_ids": 1})
+                for c in missing
+            )
+        )
+        for conversation_id, doc in zip(missing, docs, strict=True):
+            if doc is not None:
+                out[conversation_id] = doc
+                self._conversation_cache[conversation_id] = (doc, now)
+        while len(self._conversation_cache) > SEQ_CACHE_SIZE:
+            self._conversation_cache.pop(next(iter(self._conversation_cache)))
+        return out
 
     def _event_doc(
         self,
@@ -469,7 +618,7 @@ class MongoStore:
         conversations: dict[str, Doc],
     ) -> Doc:
         doc: Doc = {
-            "_id": feed,
+            "_id": position_id(feed),
             "tenant_id": r.tenant_id,
             "event_id": e.event_id,
             "conversation_id": r.conversation_id,
@@ -504,38 +653,82 @@ class MongoStore:
             )
         await self._conversations.bulk_write(updates, ordered=False)
 
+    # -- following the feed's head --------------------------------------------------------
+    #
+    # `_feed_last` is the highest position this replica knows, and every document up to it
+    # has been applied to `_seq_cache` (for the conversations in it) and `_recent`. Above a
+    # known position the feed is contiguous up to the head (positions are taken in order,
+    # deletions leave tombstones), so catching up is a walk of point lookups by _id, the
+    # one query every MongoDB-wire server (FerretDB included) answers from an index.
+
     async def _feed_position(self) -> int:
         if self._feed_last is None:
-            top = await self._events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
-            self._feed_last = int(top["_id"]) if top is not None else 0
+            head = await self._meta.find_one({"_id": HEAD_ID})
+            self._feed_last = int(head["pos"]) if head is not None else 0
         return self._feed_last
+
+    async def _catch_up(self) -> None:
+        position = await self._feed_position()
+        window = 2  # grows while every looked-up position exists
+        while True:
+            wanted = [position + 1 + i for i in range(window)]
+            window = min(window * 2, WALK_WINDOW)
+            docs = await asyncio.gather(
+                *(self._events.find_one({"_id": position_id(p)}) for p in wanted)
+            )
+            for doc in docs:
+                if doc is None:
+                    self._feed_last = position
+                    self._feed_seen_at = time.monotonic()
+                    return
+                self._observe(doc)
+                position = position_of(doc["_id"])
+
+    def _observe(self, doc: Doc) -> None:
+        """Apply one document at the head of the feed to the caches."""
+        position = position_of(doc["_id"])
+        kind = doc.get("type")
+        if kind == DELETION:
+            for conversation_id in (doc.get("payload") or {}).get("conversation_ids", []):
+                self._seq_cache.pop(conversation_id, None)
+                self._conversation_cache.pop(conversation_id, None)
+            self._recent.clear()
+        elif kind != TOMBSTONE:
+            self._remember_event(doc)
+            conversation_id = doc["conversation_id"]
+            if conversation_id in self._seq_cache:
+                self._seq_cache[conversation_id] = max(
+                    self._seq_cache[conversation_id], int(doc["seq"])
+                )
+        self._feed_last = max(self._feed_last or 0, position)
+
+    def _remember_event(self, doc: Doc) -> None:
+        self._recent[(doc["tenant_id"], doc["event_id"])] = {
+            "conversation_id": doc["conversation_id"],
+            "seq": int(doc["seq"]),
+            "pos": position_of(doc["_id"]),
+        }
+        self._recent.move_to_end((doc["tenant_id"], doc["event_id"]))
+        while len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
 
     async def _seq_position(self, conversation_id: str) -> int:
         cached = self._seq_cache.get(conversation_id)
         if cached is not None:
             self._seq_cache.move_to_end(conversation_id)
             return cached
-        top = await self._events.find_one(
-            {"conversation_id": conversation_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
-        )
-        value = int(top["seq"]) if top is not None else 0
-        self._remember(conversation_id, value, None)
-        return value
-
-    def _remember(self, conversation_id: str, seq: int, feed: int | None) -> None:
-        self._seq_cache[conversation_id] = seq
-        self._seq_cache.move_to_end(conversation_id)
+        # First append here: the conversation's announced last seq. If it lags, the insert
+        # collides and _after_collision finds the real one.
+        doc = await self._conversations.find_one({"_id": conversation_id}, {"last_seq": 1})
+        value = int(doc.get("last_seq") or 0) if doc is not None else 0
+        self._seq_cache[conversation_id] = max(value, self._seq_cache.get(conversation_id, 0))
         while len(self._seq_cache) > SEQ_CACHE_SIZE:
             self._seq_cache.popitem(last=False)
-        if feed is not None:
-            self._feed_last = max(self._feed_last or 0, feed)
+        return self._seq_cache[conversation_id]
 
-    def _forget_positions(self, conversation_id: str | None = None) -> None:
+    def _lose_track(self) -> None:
         self._feed_last = None
-        if conversation_id is None:
-            self._seq_cache.clear()
-        else:
-            self._seq_cache.pop(conversation_id, None)
+        self._seq_cache.clear()
 
     async def get_history(
         self,
@@ -630,16 +823,31 @@ class MongoStore:
     # -- feed -------------------------------------------------------------------------
 
     async def read_feed(self, after: int, limit: int, tenant_id: str | None) -> list[Change]:
-        query: Doc = {"_id": {"$gt": after}}
+        """A point lookup of the next position first: a caught-up reader (the usual case,
+        polled often) then costs one indexed lookup even on FerretDB, which answers range
+        queries by scanning. Only when something is there does a range query follow."""
+        following = await self._guard(self._events.find_one({"_id": position_id(after + 1)}))
+        if following is None and after >= await self._head_hint():
+            return []
+        query: Doc = {"_id": {"$gt": position_id(after)}}
         if tenant_id is not None:
             query["tenant_id"] = tenant_id
         cursor = self._events.find(query, sort=[("_id", ASCENDING)], limit=limit)
         return [_change(d) for d in await self._guard(cursor.to_list())]
 
+    async def _head_hint(self) -> int:
+        """The highest position known to exist, for telling a hole from the end."""
+        now = time.monotonic()
+        if self._feed_last is not None and now - self._feed_seen_at <= FRESH_S:
+            return max(self._feed_last, self._hint)
+        if now - self._hint_at > FRESH_S:
+            self._hint, self._hint_at = await self.feed_head(None), now
+        return self._hint
+
     async def feed_head(self, tenant_id: str | None) -> int:
         query: Doc = {} if tenant_id is None else {"tenant_id": tenant_id}
         top = await self._guard(self._events.find_one(query, {"_id": 1}, sort=[("_id", -1)]))
-        return int(top["_id"]) if top is not None else 0
+        return position_of(top["_id"]) if top is not None else 0
 
     # -- retention and deletion -------------------------------------------------------
 
@@ -692,14 +900,18 @@ class MongoStore:
 
     async def record_deletion(self, deletion: Deletion, now: datetime) -> int:
         for _ in range(MAX_ATTEMPTS):
-            feed = int(await self._guard(self._feed_position())) + 1
+            try:
+                await self._catch_up()
+            except PyMongoError as exc:
+                raise StoreError(f"mongodb: {exc}") from exc
+            position = (self._feed_last or 0) + 1
             doc: Doc = {
-                "_id": feed,
+                "_id": position_id(position),
                 "tenant_id": deletion.tenant_id,
                 "event_id": uuid7(),
                 "conversation_id": "",
                 # Markers have no conversation; a unique negative seq keeps (conv, seq) unique.
-                "seq": -feed,
+                "seq": -position,
                 "type": DELETION,
                 "payload": codec.deletion_fields(deletion),
                 "server_time": now,
@@ -707,22 +919,47 @@ class MongoStore:
             try:
                 await self._events.insert_one(doc)
             except DuplicateKeyError:
-                self._forget_positions()
                 continue
             except PyMongoError as exc:
                 raise StoreError(f"mongodb: {exc}") from exc
-            self._feed_last = max(self._feed_last or 0, feed)
-            return feed
+            self._observe(doc)
+            await self._guard(
+                self._meta.update_one({"_id": HEAD_ID}, {"$max": {"pos": position}}, upsert=True)
+            )
+            return position
         raise StoreError("mongodb: too much write contention; retry")
 
     async def delete_conversations(
         self, tenant_id: str, conversation_ids: Sequence[str]
     ) -> tuple[int, int, int]:
+        """Events become tombstones (their positions stay taken, so the feed stays
+        contiguous for every reader); conversations and snapshots are removed."""
         ids = list(conversation_ids)
         if not ids:
             return 0, 0, 0
         scope = {"tenant_id": tenant_id, "conversation_id": {"$in": ids}}
-        events = await self._guard(self._events.delete_many(scope))
+        positions = [
+            d["_id"] for d in await self._guard(self._events.find(scope, {"_id": 1}).to_list())
+        ]
+        for start in range(0, len(positions), 500):
+            await self._guard(
+                self._events.bulk_write(
+                    [
+                        ReplaceOne(
+                            {"_id": p},
+                            {
+                                "type": TOMBSTONE,
+                                "event_id": f"~{p}",
+                                "conversation_id": "~",
+                                "seq": -position_of(p),
+                            },
+                        )
+                        for p in positions[start : start + 500]
+                    ],
+                    ordered=False,
+                )
+            )
+        await self._guard(self._event_ids.delete_many({"conversation_id": {"$in": ids}}))
         snapshots = await self._guard(
             self._snapshots.delete_many({"tenant_id": tenant_id, "_id": {"$in": ids}})
         )
@@ -731,7 +968,9 @@ class MongoStore:
         )
         for conversation_id in ids:
             self._seq_cache.pop(conversation_id, None)
-        return conversations.deleted_count, events.deleted_count, snapshots.deleted_count
+            self._conversation_cache.pop(conversation_id, None)
+        self._recent.clear()
+        return conversations.deleted_count, len(positions), snapshots.deleted_count
 
     async def delete_user_profile(self, tenant_id: str, user_id: str) -> bool:
         result = await self._guard(

@@ -1,0 +1,98 @@
+"""Servers for benchmarks: FerretDB (or MONGODB_URI) and state_svc, as real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited early (code {proc.returncode})")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on port {port} within {timeout_s}s")
+
+
+@contextlib.contextmanager
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@contextlib.contextmanager
+def mongodb(workdir: Path) -> Iterator[tuple[str, str]]:
+    """(uri, kind): MONGODB_URI when set, otherwise FerretDB from .tools/bin."""
+    external = os.environ.get("MONGODB_URI")
+    if external:
+        yield external, "mongodb"
+        return
+    binary = ROOT / ".tools" / "bin" / "ferretdb"
+    if not binary.exists():
+        raise SystemExit("FerretDB is not built: run 'make tools' (or set MONGODB_URI)")
+    port = free_port()
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    args = [
+        str(binary),
+        f"--listen-addr=127.0.0.1:{port}",
+        "--handler=sqlite",
+        f"--sqlite-url=file:{workdir / 'data'}/",
+        f"--state-dir={workdir}",
+        "--telemetry=disable",
+        f"--debug-addr=127.0.0.1:{free_port()}",
+        "--log-level=error",
+    ]
+    with process(args, workdir / "ferretdb.log") as proc:
+        wait_for_port(port, proc, "FerretDB")
+        yield f"mongodb://127.0.0.1:{port}/", "ferretdb"
+
+
+@contextlib.contextmanager
+def state_service(
+    workdir: Path, jwt_key: str, mongodb_uri: str, database: str, kind: str
+) -> Iterator[int]:
+    port = free_port()
+    env = {
+        "STATE_PORT": str(port),
+        "STATE_METRICS_PORT": "-1",
+        "STATE_AUTH_JWT_KEY": jwt_key,
+        "STATE_MONGODB_URI": mongodb_uri,
+        "STATE_MONGODB_DATABASE": database,
+        "STATE_MONGODB_WRITE_CONCERN": "1" if kind == "ferretdb" else "majority",
+        "STATE_LOG_LEVEL": "WARNING",
+    }
+    with process([sys.executable, "-m", "state_svc"], workdir / "state_svc.log", env) as proc:
+        wait_for_port(port, proc, "state_svc")
+        yield port

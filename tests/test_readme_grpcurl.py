@@ -1,0 +1,74 @@
+"""The README's grpcurl examples for state_svc work as printed, with a token."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from servicekit.auth import mint_token
+from tests.support.processes import ROOT, ChildProcess, free_port, tool_path
+
+pytestmark = pytest.mark.tools
+
+
+def readme_block(name: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(
+        rf"<!-- grpcurl-examples:{name} -->\n```bash\n(.*?)```\n<!-- /grpcurl-examples:{name} -->",
+        text,
+        re.S,
+    )
+    assert match, f"README has no grpcurl-examples:{name} block"
+    return [line for line in match.group(1).splitlines() if line.strip()]
+
+
+def test_state_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
+    grpcurl = tool_path("grpcurl")
+    port = free_port()
+    env = {
+        "STATE_PORT": str(port),
+        "STATE_METRICS_PORT": "-1",
+        "STATE_AUTH_JWT_KEY": jwt_key,
+        "STATE_SQLITE_PATH": str(log_dir / "state.sqlite3"),
+    }
+    proc = ChildProcess([sys.executable, "-m", "state_svc"], log_dir / "state.log", env)
+    try:
+        proc.wait_for_port(port, 30, "state_svc")
+        token = mint_token(
+            jwt_key, tenant="demo", scopes=["state.read", "state.write", "state.admin"]
+        )
+        outputs = []
+        for command in readme_block("state"):
+            assert command.startswith("grpcurl ")
+            runnable = command.replace("127.0.0.1:50051", f"127.0.0.1:{port}")
+            result = subprocess.run(
+                ["bash", "-c", runnable],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+                env={
+                    **os.environ,
+                    "TOKEN": token,
+                    "PATH": f"{grpcurl.parent}:{os.environ['PATH']}",
+                },
+            )
+            assert result.returncode == 0, f"{command}\n{result.stderr}"
+            outputs.append(result.stdout)
+        created, first, again, history = (json.loads(o) for o in outputs[:4])
+        assert created["conversation"]["room_name"] == "support-room"
+        assert [r["seq"] for r in first["results"]] == ["1", "2"]
+        assert [r["seq"] for r in again["results"]] == ["1", "2"]
+        assert all(r.get("duplicate") for r in again["results"])
+        assert [e["text"] for e in history["events"]] == [
+            "I need to move my appointment",
+            "Sure, to which day?",
+        ]
+    finally:
+        proc.stop()
