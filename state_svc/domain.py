@@ -75,6 +75,15 @@ class StateDomain:
         # tenant -> (retention seconds, when read): appends need it for the TTL backstop.
         self._retention_cache: dict[str, tuple[int, float]] = {}
 
+    @contextlib.asynccontextmanager
+    async def _op(self, operation: str) -> AsyncIterator[None]:
+        """A timed store operation; a database failure becomes UNAVAILABLE (retryable)."""
+        try:
+            async with metrics.timed(operation, self._backend):
+                yield
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
     # -- conversations ----------------------------------------------------------------
 
     async def create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
@@ -87,41 +96,27 @@ class StateDomain:
             raise Unavailable(str(exc)) from exc
 
     async def get_conversation(self, tenant_id: str, conversation_id: str) -> Conversation:
-        try:
-            async with metrics.timed("get_conversation", self._backend):
-                found = await self.store.get_conversation(tenant_id, conversation_id)
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("get_conversation"):
+            found = await self.store.get_conversation(tenant_id, conversation_id)
         if found is None:
             raise NotFound(f"conversation {conversation_id} not found")
         return found
 
     async def find_open_conversation(self, tenant_id: str, room_name: str) -> Conversation | None:
-        try:
-            async with metrics.timed("find_open_conversation", self._backend):
-                return await self.store.find_open_conversation(tenant_id, room_name)
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("find_open_conversation"):
+            return await self.store.find_open_conversation(tenant_id, room_name)
 
     async def list_conversations(
         self, tenant_id: str, user_id: str, limit: int, after: tuple[datetime, str] | None
     ) -> list[Conversation]:
-        try:
-            async with metrics.timed("list_conversations", self._backend):
-                return await self.store.list_conversations(tenant_id, user_id, limit, after)
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("list_conversations"):
+            return await self.store.list_conversations(tenant_id, user_id, limit, after)
 
     async def end_conversation(
         self, tenant_id: str, conversation_id: str, reason: str
     ) -> Conversation:
-        try:
-            async with metrics.timed("end_conversation", self._backend):
-                ended = await self.store.end_conversation(
-                    tenant_id, conversation_id, reason, utcnow()
-                )
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("end_conversation"):
+            ended = await self.store.end_conversation(tenant_id, conversation_id, reason, utcnow())
         if ended is None:
             raise NotFound(f"conversation {conversation_id} not found")
         return ended
@@ -165,51 +160,36 @@ class StateDomain:
         limit: int,
     ) -> tuple[Conversation, list[Event]]:
         conversation = await self.get_conversation(tenant_id, conversation_id)
-        try:
-            async with metrics.timed("get_history", self._backend):
-                events = await self.store.get_history(
-                    tenant_id,
-                    conversation_id,
-                    types,
-                    last_n=last_n,
-                    after_seq=after_seq,
-                    limit=limit,
-                )
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("get_history"):
+            events = await self.store.get_history(
+                tenant_id,
+                conversation_id,
+                types,
+                last_n=last_n,
+                after_seq=after_seq,
+                limit=limit,
+            )
         return conversation, events
 
     # -- snapshots and users ----------------------------------------------------------
 
     async def save_snapshot(self, tenant_id: str, snapshot: Snapshot) -> Snapshot:
         await self.get_conversation(tenant_id, snapshot.conversation_id)
-        try:
-            async with metrics.timed("save_snapshot", self._backend):
-                return await self.store.save_snapshot(tenant_id, snapshot, utcnow())
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("save_snapshot"):
+            return await self.store.save_snapshot(tenant_id, snapshot, utcnow())
 
     async def get_latest_snapshot(self, tenant_id: str, conversation_id: str) -> Snapshot | None:
         await self.get_conversation(tenant_id, conversation_id)
-        try:
-            async with metrics.timed("get_latest_snapshot", self._backend):
-                return await self.store.get_latest_snapshot(tenant_id, conversation_id)
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("get_latest_snapshot"):
+            return await self.store.get_latest_snapshot(tenant_id, conversation_id)
 
     async def upsert_user(self, tenant_id: str, profile: UserProfile) -> tuple[UserProfile, bool]:
-        try:
-            async with metrics.timed("upsert_user", self._backend):
-                return await self.store.upsert_user(tenant_id, profile, utcnow())
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("upsert_user"):
+            return await self.store.upsert_user(tenant_id, profile, utcnow())
 
     async def get_user(self, tenant_id: str, user_id: str) -> UserProfile:
-        try:
-            async with metrics.timed("get_user", self._backend):
-                found = await self.store.get_user(tenant_id, user_id)
-        except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        async with self._op("get_user"):
+            found = await self.store.get_user(tenant_id, user_id)
         if found is None:
             raise NotFound(f"user {user_id} not found")
         return found
@@ -223,11 +203,8 @@ class StateDomain:
         cursor = after
         caught_up_sent = False
         while True:
-            try:
-                async with metrics.timed("read_feed", self._backend):
-                    changes = await self.store.read_feed(cursor, batch, tenant_id)
-            except StoreError as exc:
-                raise Unavailable(str(exc)) from exc
+            async with self._op("read_feed"):
+                changes = await self.store.read_feed(cursor, batch, tenant_id)
             if changes:
                 cursor = changes[-1].feed_seq
                 caught_up = len(changes) < batch

@@ -19,6 +19,7 @@ one insert (GroupCommitter), so collisions only happen between replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -160,6 +161,7 @@ class MongoStore:
         self._seq_cache: OrderedDict[str, int] = OrderedDict()
         self._feed_last: int | None = None
         self._feed_seen_at = 0.0
+        self._announcing: asyncio.Task[None] | None = None
         self._hint, self._hint_at = 0, -FRESH_S - 1
         # (tenant, event id) -> {conversation_id, seq} of events stored recently here.
         self._recent: OrderedDict[tuple[str, str], Doc] = OrderedDict()
@@ -239,6 +241,9 @@ class MongoStore:
 
     async def close(self) -> None:
         await self._appends.stop()
+        if self._announcing is not None:
+            with contextlib.suppress(Exception):
+                await self._announcing
         await self._client.close()
 
     async def drop_database(self) -> None:
@@ -261,11 +266,19 @@ class MongoStore:
         except PyMongoError as exc:
             raise StoreError(f"mongodb: {exc}") from exc
 
+    def _conversation(self, doc: Doc) -> Conversation:
+        """last_seq is announced after the append returns: add what this replica knows."""
+        conversation = _conversation(doc)
+        known = self._seq_cache.get(conversation.conversation_id)
+        if known is not None:
+            conversation.last_seq = max(conversation.last_seq, known)
+        return conversation
+
     async def get_conversation(self, tenant_id: str, conversation_id: str) -> Conversation | None:
         doc = await self._guard(
             self._conversations.find_one({"_id": conversation_id, "tenant_id": tenant_id})
         )
-        return _conversation(doc) if doc is not None else None
+        return self._conversation(doc) if doc is not None else None
 
     async def find_open_conversation(self, tenant_id: str, room_name: str) -> Conversation | None:
         doc = await self._guard(
@@ -278,7 +291,7 @@ class MongoStore:
                 sort=[("started_at", DESCENDING), ("_id", DESCENDING)],
             )
         )
-        return _conversation(doc) if doc is not None else None
+        return self._conversation(doc) if doc is not None else None
 
     async def list_conversations(
         self, tenant_id: str, user_id: str, limit: int, after: tuple[datetime, str] | None
@@ -294,7 +307,7 @@ class MongoStore:
             query, sort=[("started_at", DESCENDING), ("_id", DESCENDING)], limit=limit
         )
         docs = await self._guard(cursor.to_list())
-        return [_conversation(d) for d in docs]
+        return [self._conversation(d) for d in docs]
 
     async def end_conversation(
         self, tenant_id: str, conversation_id: str, reason: str, now: datetime
@@ -362,7 +375,12 @@ class MongoStore:
             requests, conversations, slots, results, errors, inserted
         )
         if inserted:
-            await self._record_inserted(requests, last_seqs, inserted)
+            # Callers get their answer once the events are stored; the announcements run
+            # behind it (one round at a time), so they add nothing to append latency.
+            previous = self._announcing
+            self._announcing = asyncio.create_task(
+                self._announce_after(previous, requests, last_seqs, inserted)
+            )
 
         out: list[list[AppendResult] | BaseException] = []
         for i, r in enumerate(requests):
@@ -502,6 +520,22 @@ class MongoStore:
             if top_pos is not None:
                 self._feed_last = max(self._feed_last or 0, position_of(top_pos["_id"]))
 
+    async def _announce_after(
+        self,
+        previous: asyncio.Task[None] | None,
+        requests: list[AppendRequest],
+        last_seqs: dict[str, int],
+        inserted: list[Doc],
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        try:
+            await self._record_inserted(requests, last_seqs, inserted)
+        except PyMongoError as exc:
+            # Nothing is lost: the events are stored; other writers find them by walking.
+            log.warning("could not announce stored events", extra={"error": str(exc)})
+
     async def _record_inserted(
         self, requests: list[AppendRequest], last_seqs: dict[str, int], inserted: list[Doc]
     ) -> None:
@@ -520,14 +554,19 @@ class MongoStore:
             }
             for d in inserted
         ]
+        top = max(position_of(d["_id"]) for d in inserted)
+        await asyncio.gather(
+            self._insert_idempotency(records),
+            self._touch_conversations(requests, last_seqs),
+            self._meta.update_one({"_id": HEAD_ID}, {"$max": {"pos": top}}, upsert=True),
+        )
+
+    async def _insert_idempotency(self, records: list[Doc]) -> None:
         try:
             await self._event_ids.insert_many(records, ordered=False)
         except BulkWriteError as exc:
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
-        await self._touch_conversations(requests, last_seqs)
-        top = max(position_of(d["_id"]) for d in inserted)
-        await self._meta.update_one({"_id": HEAD_ID}, {"$max": {"pos": top}}, upsert=True)
 
     async def _read_announced(self, conversation_ids: set[str]) -> None:
         head, *conversations = await asyncio.gather(
