@@ -93,6 +93,8 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def struct_dict(value: struct_pb2.Struct) -> dict[str, Any]:
+    if not value.fields:
+        return {}
     result: dict[str, Any] = json_format.MessageToDict(value)
     return result
 
@@ -134,14 +136,17 @@ class Checks:
             v.add(field, "must be a UUID in canonical lower-case form")
 
     def struct(self, v: Validator, field: str, value: struct_pb2.Struct, max_bytes: int) -> None:
+        if not value.fields:  # the usual case: nothing to check, nothing to convert
+            return
         size = value.ByteSize()
         if size > max_bytes:
             v.add(field, f"is {size} bytes; at most {max_bytes} allowed")
             return
-        depth = _depth(struct_dict(value))
+        as_dict = struct_dict(value)
+        depth = _depth(as_dict)
         if depth > self.s.max_payload_depth:
             v.add(field, f"nests {depth} levels; at most {self.s.max_payload_depth} allowed")
-        for key in _keys(struct_dict(value)):
+        for key in _keys(as_dict):
             if not key or key.startswith("$") or "." in key or "\x00" in key or len(key) > 128:
                 v.add(field, f"key {key[:40]!r} must be 1-128 characters without '.', '$' or NUL")
                 break

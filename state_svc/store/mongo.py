@@ -475,10 +475,8 @@ class MongoStore:
         await self._read_announced({requests[s.request].conversation_id for s in slots})
         if (self._feed_last, self._seq_cache.get(r.conversation_id)) != before:
             return  # positions moved on: try again at the new ones
-        # 2. A retry of events stored before: the first one's idempotency record (then the
-        #    others' too: retried events come in runs).
-        if slots and await self._read_idempotency(requests, slots[:1]):
-            await self._read_idempotency(requests, slots[1:])
+        # 2. A retry of a request stored before: its idempotency record.
+        if slots and await self._read_idempotency(requests, slots):
             return
         # 3. A writer stored events and is about to announce them: give it a moment.
         for delay in ANNOUNCE_WAITS_S:
@@ -545,15 +543,27 @@ class MongoStore:
         replica find the current positions and earlier events by _id (cheap everywhere).
         A crash before they are written is covered by the slow paths in _after_collision.
         """
-        records = [
-            {
-                "_id": idempotency_id(d["tenant_id"], d["event_id"]),
-                "conversation_id": d["conversation_id"],
-                "seq": d["seq"],
-                "pos": position_of(d["_id"]),
-            }
-            for d in inserted
-        ]
+        # One record per request, under its first event's id: a client's retry re-sends the
+        # same request, and finds all of its events with one lookup. (A retry that
+        # regrouped events is found by the slower paths in _after_collision.)
+        by_event = {(d["tenant_id"], d["event_id"]): d for d in inserted}
+        records = []
+        for r in requests:
+            stored = [by_event.get((r.tenant_id, e.event_id)) for e in r.events]
+            if not r.events or stored[0] is None:
+                continue
+            records.append(
+                {
+                    "_id": idempotency_id(r.tenant_id, r.events[0].event_id),
+                    "conversation_id": r.conversation_id,
+                    # Subdocuments, not pairs: FerretDB v1 refuses nested arrays.
+                    "events": [
+                        {"e": d["event_id"], "s": d["seq"], "p": position_of(d["_id"])}
+                        for d in stored
+                        if d is not None
+                    ],
+                }
+            )
         top = max(position_of(d["_id"]) for d in inserted)
         await asyncio.gather(
             self._insert_idempotency(records),
@@ -582,25 +592,26 @@ class MongoStore:
                 )
 
     async def _read_idempotency(self, requests: list[AppendRequest], slots: list[_Slot]) -> bool:
-        """Look up idempotency records of the remaining slots; True when some were found."""
-        keys = [(requests[s.request].tenant_id, s.event.event_id) for s in slots[:INSERT_CHUNK]]
-        docs = await asyncio.gather(
-            *(self._event_ids.find_one({"_id": idempotency_id(t, e)}) for t, e in keys)
+        """The idempotency record of a request that began with this slot's event; True when
+        one was found (its events are then known, with their first seqs)."""
+        head = slots[0]
+        tenant_id = requests[head.request].tenant_id
+        doc = await self._event_ids.find_one(
+            {"_id": idempotency_id(tenant_id, head.event.event_id)}
         )
-        found = False
-        for (tenant_id, event_id), doc in zip(keys, docs, strict=True):
-            if doc is not None:
-                found = True
-                self._remember_event(
-                    {
-                        "_id": position_id(int(doc["pos"])),
-                        "tenant_id": tenant_id,
-                        "event_id": event_id,
-                        "conversation_id": doc["conversation_id"],
-                        "seq": doc["seq"],
-                    }
-                )
-        return found
+        if doc is None:
+            return False
+        for item in doc["events"]:
+            self._remember_event(
+                {
+                    "_id": position_id(int(item["p"])),
+                    "tenant_id": tenant_id,
+                    "event_id": item["e"],
+                    "conversation_id": doc["conversation_id"],
+                    "seq": item["s"],
+                }
+            )
+        return True
 
     async def _insert_ordered(self, docs: list[Doc]) -> tuple[int, Doc | None]:
         """Insert in order, stopping at the first failure: (docs stored, the failure).
