@@ -162,6 +162,7 @@ class MongoStore:
         self._feed_last: int | None = None
         self._feed_seen_at = 0.0
         self._announcing: asyncio.Task[None] | None = None
+        self._unannounced: list[tuple[list[AppendRequest], dict[str, int], list[Doc]]] = []
         self._hint, self._hint_at = 0, -FRESH_S - 1
         # (tenant, event id) -> {conversation_id, seq} of events stored recently here.
         self._recent: OrderedDict[tuple[str, str], Doc] = OrderedDict()
@@ -377,10 +378,9 @@ class MongoStore:
         if inserted:
             # Callers get their answer once the events are stored; the announcements run
             # behind it (one round at a time), so they add nothing to append latency.
-            previous = self._announcing
-            self._announcing = asyncio.create_task(
-                self._announce_after(previous, requests, last_seqs, inserted)
-            )
+            self._unannounced.append((requests, last_seqs, inserted))
+            if self._announcing is None or self._announcing.done():
+                self._announcing = asyncio.create_task(self._announce())
 
         out: list[list[AppendResult] | BaseException] = []
         for i, r in enumerate(requests):
@@ -518,21 +518,22 @@ class MongoStore:
             if top_pos is not None:
                 self._feed_last = max(self._feed_last or 0, position_of(top_pos["_id"]))
 
-    async def _announce_after(
-        self,
-        previous: asyncio.Task[None] | None,
-        requests: list[AppendRequest],
-        last_seqs: dict[str, int],
-        inserted: list[Doc],
-    ) -> None:
-        if previous is not None:
-            with contextlib.suppress(Exception):
-                await previous
-        try:
-            await self._record_inserted(requests, last_seqs, inserted)
-        except PyMongoError as exc:
-            # Nothing is lost: the events are stored; other writers find them by walking.
-            log.warning("could not announce stored events", extra={"error": str(exc)})
+    async def _announce(self) -> None:
+        """Announce stored rounds, one write round at a time; rounds stored while one is
+        being announced are merged into the next (fewer writes under load)."""
+        while self._unannounced:
+            rounds, self._unannounced = self._unannounced, []
+            requests = [r for round_requests, _, _ in rounds for r in round_requests]
+            inserted = [d for _, _, round_inserted in rounds for d in round_inserted]
+            last_seqs: dict[str, int] = {}
+            for _, round_seqs, _ in rounds:
+                for conversation_id, seq in round_seqs.items():
+                    last_seqs[conversation_id] = max(seq, last_seqs.get(conversation_id, 0))
+            try:
+                await self._record_inserted(requests, last_seqs, inserted)
+            except PyMongoError as exc:
+                # Nothing is lost: the events are stored; other writers find them by walking.
+                log.warning("could not announce stored events", extra={"error": str(exc)})
 
     async def _record_inserted(
         self, requests: list[AppendRequest], last_seqs: dict[str, int], inserted: list[Doc]
