@@ -72,7 +72,7 @@ HEAD_ID = "feed_head"
 ANNOUNCE_WAITS_S = (0.005, 0.02, 0.05)
 # What a deleted event's document becomes: its position stays taken, nothing else is left.
 TOMBSTONE = "tombstone"
-# How long a replica trusts its own view of the feed's head between writes.
+# How often a feed reader refreshes its view of the head (to step over holes).
 FRESH_S = 30.0
 # Positions looked up at once while catching up with the head.
 WALK_WINDOW = 32
@@ -160,7 +160,6 @@ class MongoStore:
         self._ttl_backstop = timedelta(seconds=ttl_backstop_s)
         self._seq_cache: OrderedDict[str, int] = OrderedDict()
         self._feed_last: int | None = None
-        self._feed_seen_at = 0.0
         self._announcing: asyncio.Task[None] | None = None
         self._unannounced: list[tuple[list[AppendRequest], dict[str, int], list[Doc]]] = []
         self._hint, self._hint_at = 0, -FRESH_S - 1
@@ -460,12 +459,10 @@ class MongoStore:
             slots = slots[done:]
             if failure is None:
                 return last_seq_written
-            await self._after_collision(requests, slots, errors)
+            await self._after_collision(requests, slots)
         raise StoreError("mongodb: too much write contention; retry")
 
-    async def _after_collision(
-        self, requests: list[AppendRequest], slots: list[_Slot], errors: dict[int, BaseException]
-    ) -> None:
+    async def _after_collision(self, requests: list[AppendRequest], slots: list[_Slot]) -> None:
         """The first remaining slot hit a unique index: another replica took the positions
         (catch up with the feed), or the event was stored before (a client's retry)."""
         head = slots[0]
@@ -730,7 +727,6 @@ class MongoStore:
             for doc in docs:
                 if doc is None:
                     self._feed_last = position
-                    self._feed_seen_at = time.monotonic()
                     return
                 self._observe(doc)
                 position = position_of(doc["_id"])
@@ -887,13 +883,12 @@ class MongoStore:
         return [_change(d) for d in await self._guard(cursor.to_list())]
 
     async def _head_hint(self) -> int:
-        """The highest position known to exist, for telling a hole from the end."""
+        """A position known to exist at or below the head, for telling a hole from the end:
+        what this replica stored or saw, or (at most every FRESH_S) the head itself."""
         now = time.monotonic()
-        if self._feed_last is not None and now - self._feed_seen_at <= FRESH_S:
-            return max(self._feed_last, self._hint)
         if now - self._hint_at > FRESH_S:
             self._hint, self._hint_at = await self.feed_head(None), now
-        return self._hint
+        return max(self._feed_last or 0, self._hint)
 
     async def feed_head(self, tenant_id: str | None) -> int:
         query: Doc = {} if tenant_id is None else {"tenant_id": tenant_id}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,3 @@ async def new_conversation(
     )
     conversation: pb.Conversation = reply.conversation
     return conversation
-
-
-Factory = Callable[..., Any]
