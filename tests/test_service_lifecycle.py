@@ -21,6 +21,8 @@ from tests.support.processes import ChildProcess, free_port, tool_path
 from tests.support.rpc import bearer, probe_call
 
 GRACE_S = 3.0
+# Exit comes at most this long after the grace period (interpreter teardown on a busy machine).
+EXIT_SLACK_S = 3.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -84,13 +86,13 @@ async def test_sigterm_not_serving_in_flight_call_completes_exit_within_grace(
         started = time.monotonic()
         proc.signal(signal.SIGTERM)
 
-        await _wait_for(lambda: NOT_SERVING in seen, 2)
+        await _wait_for(lambda: NOT_SERVING in seen, 5)
         await in_flight  # completes OK, not cancelled
         code = await asyncio.to_thread(proc.wait, GRACE_S + 5)
         elapsed = time.monotonic() - started
         watcher.cancel()
     assert code == 0, proc.output()[-2000:]
-    assert elapsed <= GRACE_S + 1.0, f"took {elapsed:.2f}s to exit"
+    assert elapsed <= GRACE_S + EXIT_SLACK_S, f"took {elapsed:.2f}s to exit"
     assert '"msg": "stopped"' in proc.output()
 
 
@@ -112,7 +114,7 @@ async def test_sigterm_cancels_calls_that_outlive_the_grace_period(
             with pytest.raises(grpc.aio.AioRpcError):
                 await stuck
         assert code == 0
-        assert elapsed <= 1.0 + 1.0, f"took {elapsed:.2f}s to exit"
+        assert elapsed <= 1.0 + EXIT_SLACK_S, f"took {elapsed:.2f}s to exit"
     finally:
         proc.stop()
 
@@ -164,12 +166,12 @@ async def test_service_answers_grpcurl_and_shuts_down_gracefully(
             await _wait_for(lambda: seen == [SERVING], 5)
             started = time.monotonic()
             proc.signal(signal.SIGTERM)
-            await _wait_for(lambda: NOT_SERVING in seen, 2)
+            await _wait_for(lambda: NOT_SERVING in seen, 5)
             code = await asyncio.to_thread(proc.wait, GRACE_S + 5)
             elapsed = time.monotonic() - started
             watcher.cancel()
         assert code == 0, proc.output()[-2000:]
-        assert elapsed <= GRACE_S + 1.0
+        assert elapsed <= GRACE_S + EXIT_SLACK_S
     finally:
         proc.stop()
 
