@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test setup tools proto check pytest clean bench-state
+.PHONY: run test setup tools proto check pytest clean bench-state bench-context
 
 run: setup ## set up, then run state_svc and context_svc on the embedded store
 	@bash scripts/run.sh
@@ -28,6 +28,11 @@ pytest:
 
 bench-state: setup ## state_svc appends vs raw inserts on FerretDB (or MONGODB_URI)
 	@$(PY) -m bench.bench_state $(BENCH_ARGS)
+
+DATASET ?= ../shared/datasets/locomo-dev/locomo-dev.json
+bench-context: setup ## context_svc recall@k and Enrich latency on LoCoMo-format DATASET, then 100k generated turns
+	@$(PY) -m bench.bench_context --mode locomo --dataset $(DATASET) $(BENCH_ARGS)
+	@$(PY) -m bench.bench_context --mode generated $(BENCH_ARGS_GENERATED)
 
 clean: ## remove the venv and built tools
 	rm -rf .venv .tools .run

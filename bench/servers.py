@@ -81,18 +81,44 @@ def mongodb(workdir: Path) -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def state_service(
-    workdir: Path, jwt_key: str, mongodb_uri: str, database: str, kind: str
+    workdir: Path, jwt_key: str, mongodb_uri: str | None, database: str, kind: str
 ) -> Iterator[int]:
+    """state_svc on MongoDB (uri given) or on its embedded SQLite file in workdir."""
     port = free_port()
     env = {
         "STATE_PORT": str(port),
         "STATE_METRICS_PORT": "-1",
         "STATE_AUTH_JWT_KEY": jwt_key,
-        "STATE_MONGODB_URI": mongodb_uri,
-        "STATE_MONGODB_DATABASE": database,
-        "STATE_MONGODB_WRITE_CONCERN": "1" if kind == "ferretdb" else "majority",
         "STATE_LOG_LEVEL": "WARNING",
+        "STATE_FEED_POLL_INTERVAL_S": "0.05",
     }
+    if mongodb_uri is None:
+        env["STATE_SQLITE_PATH"] = str(workdir / "state.sqlite3")
+        env["STATE_SQLITE_SYNCHRONOUS"] = "NORMAL"
+    else:
+        env["STATE_MONGODB_URI"] = mongodb_uri
+        env["STATE_MONGODB_DATABASE"] = database
+        env["STATE_MONGODB_WRITE_CONCERN"] = "1" if kind == "ferretdb" else "majority"
     with process([sys.executable, "-m", "state_svc"], workdir / "state_svc.log", env) as proc:
         wait_for_port(port, proc, "state_svc")
         yield port
+
+
+@contextlib.contextmanager
+def context_service(
+    workdir: Path, jwt_key: str, state_port: int, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """context_svc following the state_svc on state_port; its index file lives in workdir."""
+    port = free_port()
+    env = {
+        "CONTEXT_PORT": str(port),
+        "CONTEXT_METRICS_PORT": "-1",
+        "CONTEXT_AUTH_JWT_KEY": jwt_key,
+        "CONTEXT_STATE_TARGET": f"127.0.0.1:{state_port}",
+        "CONTEXT_INDEX_PATH": str(workdir / "context.sqlite3"),
+        "CONTEXT_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    with process([sys.executable, "-m", "context_svc"], workdir / "context_svc.log", env) as proc:
+        wait_for_port(port, proc, "context_svc", timeout_s=120)
+        yield port, proc

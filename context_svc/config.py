@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.config import ServiceSettings
@@ -13,3 +15,39 @@ class ContextSettings(ServiceSettings):
 
     port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int = Field(default=9102, ge=-1, le=65535)
+
+    # The index file (vectors, knowledge, facts, feed cursor). Keep it on a volume:
+    # knowledge documents and facts live only here.
+    index_path: Path = Path(".run/context.sqlite3")
+
+    # state_svc's change feed. The follower's token needs the scopes state.read and
+    # state.feed; without one it is minted from this service's own JWT key.
+    state_target: str = "127.0.0.1:50051"
+    state_token: SecretStr | None = None
+    state_token_file: Path | None = None
+    # Set to false to run without memory (knowledge and facts only).
+    follow_feed: bool = True
+    feed_batch: int = Field(default=256, ge=1, le=1000)
+    feed_retry_max_s: float = Field(default=5.0, gt=0)
+
+    # Retrieval.
+    # onnxruntime threads per embedding call (2 measured fastest on a 2-core machine).
+    embedding_threads: int = Field(default=2, ge=1, le=16)
+    lexical_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Enrich never takes longer than this, whatever the caller's deadline.
+    enrich_max_s: float = Field(default=1.0, gt=0)
+
+    # Input bounds.
+    chunk_words: int = Field(default=90, ge=10, le=400)
+    max_document_bytes: int = Field(default=512 * 1024, ge=1024)
+    max_chunks_per_document: int = Field(default=2000, ge=1)
+    max_facts_per_user: int = Field(default=500, ge=1)
+    max_fact_bytes: int = Field(default=1000, ge=16)
+    max_query_bytes: int = Field(default=4096, ge=16)
+
+    def state_token_value(self) -> str | None:
+        if self.state_token is not None:
+            return self.state_token.get_secret_value()
+        if self.state_token_file is not None:
+            return self.state_token_file.read_text().strip()
+        return None

@@ -1,16 +1,25 @@
-"""Wires context_svc's servicer into servicekit."""
+"""Wires context_svc together: index store, embedder, domain, feed follower, servicekit."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
+from context_svc.config import ContextSettings
+from context_svc.domain import ContextDomain
+from context_svc.embedding import Embedder, MiniLmEmbedder
+from context_svc.follower import FeedFollower
+from context_svc.servicer import ContextServicer
+from context_svc.store import IndexStore
 from servicekit.config import ServiceSettings
 from servicekit.scopes import method_scopes
 from servicekit.server import ServiceDefinition
 from voiceagent.context.v1 import context_pb2, context_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICE = context_pb2.DESCRIPTOR.services_by_name["ContextService"]
 
@@ -29,21 +38,53 @@ SCOPES = method_scopes(
     },
 )
 
+_embedders: dict[int, Embedder] = {}
 
-class ContextServicer(context_pb2_grpc.ContextServiceServicer):
-    """The wire layer. Methods not yet built answer UNIMPLEMENTED (the generated default)."""
+
+def shared_embedder(threads: int) -> Embedder:
+    """One model per process (it is read-only): tests and embedded use start many services."""
+    if threads not in _embedders:
+        _embedders[threads] = MiniLmEmbedder(threads=threads)
+    return _embedders[threads]
 
 
 @contextlib.asynccontextmanager
-async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
-    servicer = ContextServicer()
+async def open_domain(settings: ContextSettings) -> AsyncIterator[ContextDomain]:
+    store = IndexStore(settings.index_path)
+    await store.open()
+    domain = ContextDomain(settings, store, shared_embedder(settings.embedding_threads))
+    try:
+        await domain.load()
+        yield domain
+    finally:
+        domain.close()
+        await store.close()
+
+
+def definition(domain: ContextDomain) -> ServiceDefinition:
+    servicer = ContextServicer(domain)
 
     def register(server: grpc.aio.Server) -> None:
         context_pb2_grpc.add_ContextServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
-    yield ServiceDefinition(
+    return ServiceDefinition(
         name="context_svc",
         service_names=[SERVICE.full_name],
         method_scopes=SCOPES,
         register=register,
     )
+
+
+@contextlib.asynccontextmanager
+async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
+    assert isinstance(settings, ContextSettings)
+    async with open_domain(settings) as domain:
+        follower = FeedFollower(settings, domain)
+        service_definition = definition(domain)
+        service_definition.on_stop.append(follower.stop)
+        if settings.follow_feed:
+            follower.start()
+        try:
+            yield service_definition
+        finally:
+            await follower.stop()

@@ -198,8 +198,11 @@ class StateDomain:
 
     async def watch(
         self, after: int, tenant_id: str | None, batch: int, stop_at_end: bool
-    ) -> AsyncIterator[tuple[list[Change], bool]]:
-        """Yields (changes, caught_up). Polls the store: other replicas write too."""
+    ) -> AsyncIterator[tuple[list[Change], bool, int]]:
+        """Yields (changes, caught_up, backlog). Polls the store: other replicas write too.
+
+        backlog estimates how many feed positions (every tenant's, and tombstones) lie
+        beyond the last change yielded: consumers report it as their lag."""
         cursor = after
         caught_up_sent = False
         while True:
@@ -208,17 +211,21 @@ class StateDomain:
             if changes:
                 cursor = changes[-1].feed_seq
                 caught_up = len(changes) < batch
+                backlog = 0
+                if not caught_up:
+                    async with self._op("feed_head"):
+                        backlog = max(0, await self.store.feed_head_estimate() - cursor)
                 # Tombstones (deleted events) only move the cursor on.
                 real = [c for c in changes if c.event is not None or c.deletion is not None]
                 if real or (caught_up and not caught_up_sent):
-                    yield real, caught_up and not caught_up_sent
+                    yield real, caught_up and not caught_up_sent, backlog
                 caught_up_sent = caught_up_sent or caught_up
                 if caught_up and stop_at_end:
                     return
                 if not caught_up:
                     continue
             elif not caught_up_sent:
-                yield [], True
+                yield [], True, 0
                 caught_up_sent = True
                 if stop_at_end:
                     return

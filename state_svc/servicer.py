@@ -213,10 +213,10 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             if not principal.allows(FEED_SCOPE):
                 raise PermissionDenied(f"following every tenant needs the scope {FEED_SCOPE!r}")
             tenant = None
-        async for changes, caught_up in self.domain.watch(
+        async for changes, caught_up, backlog in self.domain.watch(
             after, tenant, request.max_batch or 100, request.stop_at_end
         ):
-            out = pb.WatchResponse(caught_up=caught_up)
+            out = pb.WatchResponse(caught_up=caught_up, backlog=backlog)
             for change in changes:
                 item = out.changes.add(cursor=wire.cursor_token(change.feed_seq))
                 if change.event is not None:

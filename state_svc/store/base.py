@@ -125,6 +125,10 @@ class ConversationStore(Protocol):
     async def feed_head(self, tenant_id: str | None) -> int:
         """The highest feed position stored (0 when none)."""
 
+    async def feed_head_estimate(self) -> int:
+        """A cheap estimate of the highest feed position over all tenants (for lag
+        reporting: it may trail the head by the writes of the last moments)."""
+
     async def set_retention(self, tenant_id: str, seconds: int) -> None: ...
 
     async def get_retention(self, tenant_id: str) -> int | None:

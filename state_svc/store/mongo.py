@@ -882,6 +882,13 @@ class MongoStore:
         cursor = self._events.find(query, sort=[("_id", ASCENDING)], limit=limit)
         return [_change(d) for d in await self._guard(cursor.to_list())]
 
+    async def feed_head_estimate(self) -> int:
+        # The announced head is one point lookup; a scan for the real maximum is not
+        # (FerretDB sorts outside the database).
+        head = await self._guard(self._meta.find_one({"_id": HEAD_ID}))
+        announced = int(head["pos"]) if head is not None else 0
+        return max(announced, self._feed_last or 0)
+
     async def _head_hint(self) -> int:
         """A position known to exist at or below the head, for telling a hole from the end:
         what this replica stored or saw, or (at most every FRESH_S) the head itself."""

@@ -555,6 +555,9 @@ class SqliteStore:
             )
         return int(row["m"] or 0)
 
+    async def feed_head_estimate(self) -> int:
+        return await self.feed_head(None)
+
     # -- retention and deletion -------------------------------------------------------
 
     async def set_retention(self, tenant_id: str, seconds: int) -> None:

@@ -443,12 +443,14 @@ class WatchRequest(_message.Message):
     def __init__(self, cursor: _Optional[str] = ..., all_tenants: _Optional[bool] = ..., stop_at_end: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("changes", "caught_up")
+    __slots__ = ("changes", "caught_up", "backlog")
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     caught_up: bool
-    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., caught_up: _Optional[bool] = ...) -> None: ...
+    backlog: int
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., caught_up: _Optional[bool] = ..., backlog: _Optional[int] = ...) -> None: ...
 
 class SetRetentionPolicyRequest(_message.Message):
     __slots__ = ("retention",)

@@ -1,0 +1,329 @@
+"""`make bench-context`: context_svc's retrieval quality and latency, through the real path.
+
+Mode `locomo` (DATASET=path/to/locomo-format.json):
+1. start the database (FerretDB, MONGODB_URI, or state_svc's SQLite), state_svc and
+   context_svc as processes;
+2. store every session of every sample as a conversation through state_svc's API
+   (speaker_a is the user, speaker_b the agent, the session date is the time of its turns,
+   image captions are added to the text);
+3. wait until context_svc has indexed every turn from the change feed;
+4. call Enrich over gRPC for every question of categories 1-4, for that sample's user;
+5. score evidence recall@k against the dia_ids of the returned memory items.
+
+Mode `generated`: --turns generated turns over --users users, then Enrich latency for
+--queries questions, and the index's memory (vector bytes and process RSS).
+
+Prints JSON lines; the last one is the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import re
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from bench.servers import context_service, mongodb, state_service
+from servicekit.auth import mint_token
+from servicekit.client import create_channel
+from servicekit.ids import uuid7
+from voiceagent.context.v1 import context_pb2 as cpb
+from voiceagent.context.v1 import context_pb2_grpc
+from voiceagent.state.v1 import state_pb2 as spb
+from voiceagent.state.v1 import state_pb2_grpc
+
+TENANT = "bench"
+ENRICH_DEADLINE_S = 5.0
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timestamp(at: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def user_id_for(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._:@+\-]", "_", ":".join(parts))[:128]
+
+
+class Clients:
+    def __init__(self, state_port: int, context_port: int, key: str) -> None:
+        token = mint_token(key, tenant=TENANT, scopes=["state.write", "state.read",
+                                                       "context.read", "context.write"],
+                           ttl_s=24 * 3600)
+        self.state_channel = create_channel(f"127.0.0.1:{state_port}", token=lambda: token)
+        self.context_channel = create_channel(f"127.0.0.1:{context_port}", token=lambda: token)
+        self.state = state_pb2_grpc.StateServiceStub(self.state_channel)  # type: ignore[no-untyped-call]
+        self.context = context_pb2_grpc.ContextServiceStub(self.context_channel)  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        await self.state_channel.close(None)
+        await self.context_channel.close(None)
+
+
+# -- ingest -------------------------------------------------------------------------------
+
+
+async def store_conversation(
+    clients: Clients, user_id: str, room: str, turns: list[tuple[str, bool, str, datetime]]
+) -> tuple[str, list[str]]:
+    """turns: (speaker, is_user, text, time). Returns (conversation id, event ids)."""
+    created = await clients.state.CreateConversation(spb.CreateConversationRequest(
+        conversation_id=str(uuid.uuid4()), room_name=room, user_ids=[user_id],
+        participant_identities=sorted({t[0] for t in turns})))
+    conversation_id = created.conversation.conversation_id
+    event_ids: list[str] = []
+    for start in range(0, len(turns), 200):
+        events = []
+        for speaker, is_user, text, at in turns[start : start + 200]:
+            event_id = uuid7()
+            event_ids.append(event_id)
+            events.append(spb.Event(
+                event_id=event_id,
+                type=spb.EVENT_TYPE_USER_MESSAGE if is_user else spb.EVENT_TYPE_AGENT_MESSAGE,
+                role=spb.ROLE_USER if is_user else spb.ROLE_AGENT,
+                text=text, participant_identity=speaker, client_time=timestamp(at)))
+        await clients.state.AppendEvents(
+            spb.AppendEventsRequest(conversation_id=conversation_id, events=events))
+    await clients.state.EndConversation(spb.EndConversationRequest(
+        conversation_id=conversation_id, reason="bench"))
+    return conversation_id, event_ids
+
+
+async def wait_indexed(clients: Clients, expected: int, timeout_s: float) -> float:
+    started = time.monotonic()
+    last_report = started
+    while True:
+        status = await clients.context.GetIndexStatus(cpb.GetIndexStatusRequest())
+        if status.indexed_turns >= expected and status.lag_events == 0:
+            return time.monotonic()
+        now = time.monotonic()
+        if now - started > timeout_s:
+            raise SystemExit(f"context_svc indexed {status.indexed_turns} of {expected} turns "
+                             f"within {timeout_s}s")
+        if now - last_report > 30:
+            emit({"progress": "indexing", "indexed_turns": status.indexed_turns,
+                  "expected": expected, "lag_events": status.lag_events})
+            last_report = now
+        await asyncio.sleep(0.2)
+
+
+def session_time(text: str) -> datetime:
+    return datetime.strptime(text, "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+
+
+async def run_locomo(clients: Clients, dataset: Path) -> dict[str, Any]:
+    samples = json.loads(dataset.read_text())
+    dia_of_event: dict[str, str] = {}
+    users: list[str] = []
+    last_conversation: list[str] = []
+    total = 0
+    started = time.monotonic()
+    for sample in samples:
+        conv = sample["conversation"]
+        user = user_id_for(TENANT, sample.get("sample_id", str(len(users))), conv["speaker_a"])
+        users.append(user)
+        numbers = sorted(int(k.split("_")[1]) for k in conv
+                         if re.fullmatch(r"session_\d+", k) and conv[k])
+        conversation_id = ""
+        for n in numbers:
+            at = session_time(conv[f"session_{n}_date_time"])
+            turns = []
+            for i, turn in enumerate(conv[f"session_{n}"]):
+                text = turn["text"]
+                if turn.get("blip_caption"):
+                    text = f"{text} [shares a photo: {turn['blip_caption']}]"
+                turns.append((turn["speaker"], turn["speaker"] == conv["speaker_a"], text,
+                              at + timedelta(seconds=i)))
+            conversation_id, event_ids = await store_conversation(
+                clients, user, f"{user}-session-{n}", turns)
+            for turn, event_id in zip(conv[f"session_{n}"], event_ids, strict=True):
+                dia_of_event[event_id] = turn["dia_id"]
+            total += len(turns)
+        last_conversation.append(conversation_id)
+    ingested = time.monotonic()
+    emit({"phase": "ingest", "turns": total, "seconds": round(ingested - started, 2)})
+    indexed = await wait_indexed(clients, total, 1800)
+    index_build_s = indexed - started
+
+    ks = (5, 10, 20)
+    recalls: dict[int, list[float]] = {k: [] for k in ks}
+    latencies: list[float] = []
+    for sample, user, conversation_id in zip(samples, users, last_conversation, strict=True):
+        for qa in sample["qa"]:
+            if qa.get("category") not in (1, 2, 3, 4) or not qa.get("evidence"):
+                continue
+            t0 = time.perf_counter()
+            reply = await clients.context.Enrich(cpb.EnrichRequest(
+                user_id=user, conversation_id=conversation_id, text=qa["question"],
+                max_items=max(ks), token_budget=32000, sources=[cpb.SOURCE_KIND_MEMORY]),
+                timeout=ENRICH_DEADLINE_S)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            found = [dia_of_event.get(item.event_id, "") for item in reply.items]
+            evidence = set(qa["evidence"])
+            for k in ks:
+                recalls[k].append(len(evidence & set(found[:k])) / len(evidence))
+    return {
+        "bench": "context",
+        "questions": len(latencies),
+        "recall_at_5": round(sum(recalls[5]) / len(recalls[5]), 4),
+        "recall_at_10": round(sum(recalls[10]) / len(recalls[10]), 4),
+        "recall_at_20": round(sum(recalls[20]) / len(recalls[20]), 4),
+        "enrich_p50_ms": round(percentile(latencies, 0.50), 2),
+        "enrich_p95_ms": round(percentile(latencies, 0.95), 2),
+        "enrich_p99_ms": round(percentile(latencies, 0.99), 2),
+        "indexed_turns": total,
+        "index_build_s": round(index_build_s, 2),
+    }
+
+
+# -- generated ------------------------------------------------------------------------------
+
+SUBJECTS = ["my sister", "my manager", "the dentist", "our landlord", "my son", "the bank",
+            "my doctor", "the airline", "my neighbour", "the school", "my trainer", "the vet"]
+VERBS = ["moved", "cancelled", "booked", "changed", "asked about", "paid for", "forgot",
+         "rescheduled", "complained about", "signed up for", "picked up", "sent back"]
+OBJECTS = ["the appointment", "a flight to Lisbon", "the yoga class", "my insurance claim",
+           "the birthday dinner", "a new laptop", "the car repair", "the piano lessons",
+           "the hotel in Kyoto", "my passport renewal", "the concert tickets", "a hiking trip",
+           "the electricity bill", "the gym membership", "a vegetarian cooking course"]
+WHEN = ["yesterday", "last Tuesday", "this morning", "next week", "on Friday", "in March",
+        "after lunch", "two days ago", "before the holidays", "tomorrow evening"]
+REPLIES = ["That sounds stressful, do you want me to set a reminder?",
+           "Got it. I noted that for you.", "Would you like me to check the times again?",
+           "I can help you draft a message about that.", "Okay, anything else I should know?"]
+
+
+def generated_turn(rng: random.Random) -> tuple[str, str]:
+    user = (f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} "
+            f"{rng.choice(WHEN)}, and I need to sort it out.")
+    return user, rng.choice(REPLIES)
+
+
+async def run_generated(
+    clients: Clients, turns: int, users: int, queries: int, context_pid: int,
+    per_conversation: int = 100,
+) -> dict[str, Any]:
+    rng = random.Random(7)
+    user_ids = [user_id_for(TENANT, "user", str(i)) for i in range(users)]
+    conversations = max(1, turns // per_conversation)
+    started = time.monotonic()
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    semaphore = asyncio.Semaphore(8)
+    last: dict[str, str] = {}
+
+    async def one(i: int) -> None:
+        user = user_ids[i % users]
+        pairs = [generated_turn(rng) for _ in range(per_conversation // 2)]
+        at = base + timedelta(days=i % 300)
+        rows = []
+        for j, (said, reply) in enumerate(pairs):
+            rows.append(("User", True, said, at + timedelta(seconds=2 * j)))
+            rows.append(("Agent", False, reply, at + timedelta(seconds=2 * j + 1)))
+        async with semaphore:
+            conversation_id, _ = await store_conversation(clients, user, f"gen-{i}", rows)
+        last[user] = conversation_id
+
+    await asyncio.gather(*(one(i) for i in range(conversations)))
+    total = conversations * per_conversation
+    emit({"phase": "ingest", "turns": total, "seconds": round(time.monotonic() - started, 2)})
+    indexed = await wait_indexed(clients, total, 3 * 3600)
+    index_build_s = indexed - started
+    await asyncio.sleep(1)
+    latencies: list[float] = []
+    for _ in range(queries):
+        user = rng.choice(user_ids)
+        question = (f"When did {rng.choice(SUBJECTS)} {rng.choice(VERBS)} "
+                    f"{rng.choice(OBJECTS)}?")
+        t0 = time.perf_counter()
+        await clients.context.Enrich(cpb.EnrichRequest(
+            user_id=user, conversation_id=last.get(user, ""), text=question, max_items=8,
+            token_budget=512), timeout=ENRICH_DEADLINE_S)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    rss_kib = 0
+    for line in Path(f"/proc/{context_pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss_kib = int(line.split()[1])
+    return {
+        "bench": "context_generated",
+        "queries": len(latencies),
+        "users": users,
+        "enrich_p50_ms": round(percentile(latencies, 0.50), 2),
+        "enrich_p95_ms": round(percentile(latencies, 0.95), 2),
+        "enrich_p99_ms": round(percentile(latencies, 0.99), 2),
+        "indexed_turns": total,
+        "index_build_s": round(index_build_s, 2),
+        "context_svc_rss_mib": round(rss_kib / 1024, 1),
+    }
+
+
+@contextlib.contextmanager
+def database(backend: str, workdir: Path) -> Iterator[tuple[str | None, str]]:
+    if backend == "sqlite":
+        yield None, "sqlite"
+        return
+    with mongodb(workdir) as (uri, kind):
+        yield uri, kind
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=["locomo", "generated"], default="locomo")
+    parser.add_argument("--dataset", type=Path,
+                        default=Path("../shared/datasets/locomo-dev/locomo-dev.json"))
+    parser.add_argument("--backend", choices=["ferretdb", "sqlite"], default="ferretdb",
+                        help="state_svc's store (ferretdb means MONGODB_URI when that is set)")
+    parser.add_argument("--turns", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+    if args.mode == "locomo" and not args.dataset.exists():
+        raise SystemExit(f"dataset not found: {args.dataset} (pass DATASET=path)")
+    key = secrets.token_urlsafe(32)
+    with tempfile.TemporaryDirectory(prefix="bench-context-") as tmp:
+        workdir = Path(tmp)
+        with database(args.backend, workdir) as (uri, kind), \
+                state_service(workdir, key, uri, f"bench_{uuid.uuid4().hex[:8]}", kind) \
+                as state_port, \
+                context_service(workdir, key, state_port) as (context_port, proc):
+            emit({"phase": "start", "mode": args.mode, "backend": kind})
+
+            async def run() -> dict[str, Any]:
+                clients = Clients(state_port, context_port, key)
+                try:
+                    if args.mode == "locomo":
+                        return await run_locomo(clients, args.dataset)
+                    return await run_generated(clients, args.turns, args.users, args.queries,
+                                               proc.pid)
+                except grpc.aio.AioRpcError as exc:
+                    raise SystemExit(f"{exc.code().name}: {exc.details()}") from exc
+                finally:
+                    await clients.close()
+
+            emit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()
