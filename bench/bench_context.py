@@ -70,9 +70,12 @@ def user_id_for(*parts: str) -> str:
 
 class Clients:
     def __init__(self, state_port: int, context_port: int, key: str) -> None:
-        token = mint_token(key, tenant=TENANT, scopes=["state.write", "state.read",
-                                                       "context.read", "context.write"],
-                           ttl_s=24 * 3600)
+        token = mint_token(
+            key,
+            tenant=TENANT,
+            scopes=["state.write", "state.read", "context.read", "context.write"],
+            ttl_s=24 * 3600,
+        )
         self.state_channel = create_channel(f"127.0.0.1:{state_port}", token=lambda: token)
         self.context_channel = create_channel(f"127.0.0.1:{context_port}", token=lambda: token)
         self.state = state_pb2_grpc.StateServiceStub(self.state_channel)  # type: ignore[no-untyped-call]
@@ -90,9 +93,14 @@ async def store_conversation(
     clients: Clients, user_id: str, room: str, turns: list[tuple[str, bool, str, datetime]]
 ) -> tuple[str, list[str]]:
     """turns: (speaker, is_user, text, time). Returns (conversation id, event ids)."""
-    created = await clients.state.CreateConversation(spb.CreateConversationRequest(
-        conversation_id=str(uuid.uuid4()), room_name=room, user_ids=[user_id],
-        participant_identities=sorted({t[0] for t in turns})))
+    created = await clients.state.CreateConversation(
+        spb.CreateConversationRequest(
+            conversation_id=str(uuid.uuid4()),
+            room_name=room,
+            user_ids=[user_id],
+            participant_identities=sorted({t[0] for t in turns}),
+        )
+    )
     conversation_id = created.conversation.conversation_id
     event_ids: list[str] = []
     for start in range(0, len(turns), 200):
@@ -100,15 +108,22 @@ async def store_conversation(
         for speaker, is_user, text, at in turns[start : start + 200]:
             event_id = uuid7()
             event_ids.append(event_id)
-            events.append(spb.Event(
-                event_id=event_id,
-                type=spb.EVENT_TYPE_USER_MESSAGE if is_user else spb.EVENT_TYPE_AGENT_MESSAGE,
-                role=spb.ROLE_USER if is_user else spb.ROLE_AGENT,
-                text=text, participant_identity=speaker, client_time=timestamp(at)))
+            events.append(
+                spb.Event(
+                    event_id=event_id,
+                    type=spb.EVENT_TYPE_USER_MESSAGE if is_user else spb.EVENT_TYPE_AGENT_MESSAGE,
+                    role=spb.ROLE_USER if is_user else spb.ROLE_AGENT,
+                    text=text,
+                    participant_identity=speaker,
+                    client_time=timestamp(at),
+                )
+            )
         await clients.state.AppendEvents(
-            spb.AppendEventsRequest(conversation_id=conversation_id, events=events))
-    await clients.state.EndConversation(spb.EndConversationRequest(
-        conversation_id=conversation_id, reason="bench"))
+            spb.AppendEventsRequest(conversation_id=conversation_id, events=events)
+        )
+    await clients.state.EndConversation(
+        spb.EndConversationRequest(conversation_id=conversation_id, reason="bench")
+    )
     return conversation_id, event_ids
 
 
@@ -121,11 +136,19 @@ async def wait_indexed(clients: Clients, expected: int, timeout_s: float) -> flo
             return time.monotonic()
         now = time.monotonic()
         if now - started > timeout_s:
-            raise SystemExit(f"context_svc indexed {status.indexed_turns} of {expected} turns "
-                             f"within {timeout_s}s")
+            raise SystemExit(
+                f"context_svc indexed {status.indexed_turns} of {expected} turns "
+                f"within {timeout_s}s"
+            )
         if now - last_report > 30:
-            emit({"progress": "indexing", "indexed_turns": status.indexed_turns,
-                  "expected": expected, "lag_events": status.lag_events})
+            emit(
+                {
+                    "progress": "indexing",
+                    "indexed_turns": status.indexed_turns,
+                    "expected": expected,
+                    "lag_events": status.lag_events,
+                }
+            )
             last_report = now
         await asyncio.sleep(0.2)
 
@@ -134,8 +157,7 @@ def session_time(text: str) -> datetime:
     return datetime.strptime(text, "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
 
 
-async def run_locomo(clients: Clients, dataset: Path) -> dict[str, Any]:
-    samples = json.loads(dataset.read_text())
+async def run_locomo(clients: Clients, samples: list[dict[str, Any]]) -> dict[str, Any]:
     dia_of_event: dict[str, str] = {}
     users: list[str] = []
     last_conversation: list[str] = []
@@ -145,8 +167,9 @@ async def run_locomo(clients: Clients, dataset: Path) -> dict[str, Any]:
         conv = sample["conversation"]
         user = user_id_for(TENANT, sample.get("sample_id", str(len(users))), conv["speaker_a"])
         users.append(user)
-        numbers = sorted(int(k.split("_")[1]) for k in conv
-                         if re.fullmatch(r"session_\d+", k) and conv[k])
+        numbers = sorted(
+            int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k) and conv[k]
+        )
         conversation_id = ""
         for n in numbers:
             at = session_time(conv[f"session_{n}_date_time"])
@@ -155,10 +178,17 @@ async def run_locomo(clients: Clients, dataset: Path) -> dict[str, Any]:
                 text = turn["text"]
                 if turn.get("blip_caption"):
                     text = f"{text} [shares a photo: {turn['blip_caption']}]"
-                turns.append((turn["speaker"], turn["speaker"] == conv["speaker_a"], text,
-                              at + timedelta(seconds=i)))
+                turns.append(
+                    (
+                        turn["speaker"],
+                        turn["speaker"] == conv["speaker_a"],
+                        text,
+                        at + timedelta(seconds=i),
+                    )
+                )
             conversation_id, event_ids = await store_conversation(
-                clients, user, f"{user}-session-{n}", turns)
+                clients, user, f"{user}-session-{n}", turns
+            )
             for turn, event_id in zip(conv[f"session_{n}"], event_ids, strict=True):
                 dia_of_event[event_id] = turn["dia_id"]
             total += len(turns)
@@ -176,10 +206,17 @@ async def run_locomo(clients: Clients, dataset: Path) -> dict[str, Any]:
             if qa.get("category") not in (1, 2, 3, 4) or not qa.get("evidence"):
                 continue
             t0 = time.perf_counter()
-            reply = await clients.context.Enrich(cpb.EnrichRequest(
-                user_id=user, conversation_id=conversation_id, text=qa["question"],
-                max_items=max(ks), token_budget=32000, sources=[cpb.SOURCE_KIND_MEMORY]),
-                timeout=ENRICH_DEADLINE_S)
+            reply = await clients.context.Enrich(
+                cpb.EnrichRequest(
+                    user_id=user,
+                    conversation_id=conversation_id,
+                    text=qa["question"],
+                    max_items=max(ks),
+                    token_budget=32000,
+                    sources=[cpb.SOURCE_KIND_MEMORY],
+                ),
+                timeout=ENRICH_DEADLINE_S,
+            )
             latencies.append((time.perf_counter() - t0) * 1000)
             found = [dia_of_event.get(item.event_id, "") for item in reply.items]
             evidence = set(qa["evidence"])
@@ -201,29 +238,86 @@ async def run_locomo(clients: Clients, dataset: Path) -> dict[str, Any]:
 
 # -- generated ------------------------------------------------------------------------------
 
-SUBJECTS = ["my sister", "my manager", "the dentist", "our landlord", "my son", "the bank",
-            "my doctor", "the airline", "my neighbour", "the school", "my trainer", "the vet"]
-VERBS = ["moved", "cancelled", "booked", "changed", "asked about", "paid for", "forgot",
-         "rescheduled", "complained about", "signed up for", "picked up", "sent back"]
-OBJECTS = ["the appointment", "a flight to Lisbon", "the yoga class", "my insurance claim",
-           "the birthday dinner", "a new laptop", "the car repair", "the piano lessons",
-           "the hotel in Kyoto", "my passport renewal", "the concert tickets", "a hiking trip",
-           "the electricity bill", "the gym membership", "a vegetarian cooking course"]
-WHEN = ["yesterday", "last Tuesday", "this morning", "next week", "on Friday", "in March",
-        "after lunch", "two days ago", "before the holidays", "tomorrow evening"]
-REPLIES = ["That sounds stressful, do you want me to set a reminder?",
-           "Got it. I noted that for you.", "Would you like me to check the times again?",
-           "I can help you draft a message about that.", "Okay, anything else I should know?"]
+SUBJECTS = [
+    "my sister",
+    "my manager",
+    "the dentist",
+    "our landlord",
+    "my son",
+    "the bank",
+    "my doctor",
+    "the airline",
+    "my neighbour",
+    "the school",
+    "my trainer",
+    "the vet",
+]
+VERBS = [
+    "moved",
+    "cancelled",
+    "booked",
+    "changed",
+    "asked about",
+    "paid for",
+    "forgot",
+    "rescheduled",
+    "complained about",
+    "signed up for",
+    "picked up",
+    "sent back",
+]
+OBJECTS = [
+    "the appointment",
+    "a flight to Lisbon",
+    "the yoga class",
+    "my insurance claim",
+    "the birthday dinner",
+    "a new laptop",
+    "the car repair",
+    "the piano lessons",
+    "the hotel in Kyoto",
+    "my passport renewal",
+    "the concert tickets",
+    "a hiking trip",
+    "the electricity bill",
+    "the gym membership",
+    "a vegetarian cooking course",
+]
+WHEN = [
+    "yesterday",
+    "last Tuesday",
+    "this morning",
+    "next week",
+    "on Friday",
+    "in March",
+    "after lunch",
+    "two days ago",
+    "before the holidays",
+    "tomorrow evening",
+]
+REPLIES = [
+    "That sounds stressful, do you want me to set a reminder?",
+    "Got it. I noted that for you.",
+    "Would you like me to check the times again?",
+    "I can help you draft a message about that.",
+    "Okay, anything else I should know?",
+]
 
 
 def generated_turn(rng: random.Random) -> tuple[str, str]:
-    user = (f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} "
-            f"{rng.choice(WHEN)}, and I need to sort it out.")
+    user = (
+        f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} "
+        f"{rng.choice(WHEN)}, and I need to sort it out."
+    )
     return user, rng.choice(REPLIES)
 
 
 async def run_generated(
-    clients: Clients, turns: int, users: int, queries: int, context_pid: int,
+    clients: Clients,
+    turns: int,
+    users: int,
+    queries: int,
+    context_pid: int,
     per_conversation: int = 100,
 ) -> dict[str, Any]:
     rng = random.Random(7)
@@ -255,17 +349,20 @@ async def run_generated(
     latencies: list[float] = []
     for _ in range(queries):
         user = rng.choice(user_ids)
-        question = (f"When did {rng.choice(SUBJECTS)} {rng.choice(VERBS)} "
-                    f"{rng.choice(OBJECTS)}?")
+        question = f"When did {rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}?"
         t0 = time.perf_counter()
-        await clients.context.Enrich(cpb.EnrichRequest(
-            user_id=user, conversation_id=last.get(user, ""), text=question, max_items=8,
-            token_budget=512), timeout=ENRICH_DEADLINE_S)
+        await clients.context.Enrich(
+            cpb.EnrichRequest(
+                user_id=user,
+                conversation_id=last.get(user, ""),
+                text=question,
+                max_items=8,
+                token_budget=512,
+            ),
+            timeout=ENRICH_DEADLINE_S,
+        )
         latencies.append((time.perf_counter() - t0) * 1000)
-    rss_kib = 0
-    for line in Path(f"/proc/{context_pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss_kib = int(line.split()[1])
+    rss_kib = rss_of(context_pid)
     return {
         "bench": "context_generated",
         "queries": len(latencies),
@@ -277,6 +374,14 @@ async def run_generated(
         "index_build_s": round(index_build_s, 2),
         "context_svc_rss_mib": round(rss_kib / 1024, 1),
     }
+
+
+def rss_of(pid: int) -> int:
+    """Resident memory of a process in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 @contextlib.contextmanager
@@ -291,10 +396,15 @@ def database(backend: str, workdir: Path) -> Iterator[tuple[str | None, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=["locomo", "generated"], default="locomo")
-    parser.add_argument("--dataset", type=Path,
-                        default=Path("../shared/datasets/locomo-dev/locomo-dev.json"))
-    parser.add_argument("--backend", choices=["ferretdb", "sqlite"], default="ferretdb",
-                        help="state_svc's store (ferretdb means MONGODB_URI when that is set)")
+    parser.add_argument(
+        "--dataset", type=Path, default=Path("../shared/datasets/locomo-dev/locomo-dev.json")
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["ferretdb", "sqlite"],
+        default="ferretdb",
+        help="state_svc's store (ferretdb means MONGODB_URI when that is set)",
+    )
     parser.add_argument("--turns", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--queries", type=int, default=2000)
@@ -304,19 +414,21 @@ def main() -> None:
     key = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="bench-context-") as tmp:
         workdir = Path(tmp)
-        with database(args.backend, workdir) as (uri, kind), \
-                state_service(workdir, key, uri, f"bench_{uuid.uuid4().hex[:8]}", kind) \
-                as state_port, \
-                context_service(workdir, key, state_port) as (context_port, proc):
+        with (
+            database(args.backend, workdir) as (uri, kind),
+            state_service(workdir, key, uri, f"bench_{uuid.uuid4().hex[:8]}", kind) as state_port,
+            context_service(workdir, key, state_port) as (context_port, proc),
+        ):
             emit({"phase": "start", "mode": args.mode, "backend": kind})
 
             async def run() -> dict[str, Any]:
                 clients = Clients(state_port, context_port, key)
                 try:
                     if args.mode == "locomo":
-                        return await run_locomo(clients, args.dataset)
-                    return await run_generated(clients, args.turns, args.users, args.queries,
-                                               proc.pid)
+                        return await run_locomo(clients, json.loads(args.dataset.read_text()))
+                    return await run_generated(
+                        clients, args.turns, args.users, args.queries, proc.pid
+                    )
                 except grpc.aio.AioRpcError as exc:
                     raise SystemExit(f"{exc.code().name}: {exc.details()}") from exc
                 finally:

@@ -175,7 +175,10 @@ class Partition:
             if arrays is None:
                 continue
             rows, tfs = arrays
-            df = len(rows)
+            # Postings keep removed rows until compaction: count live ones only.
+            df = int(np.count_nonzero(self.alive[rows]))
+            if df == 0:
+                continue
             idf = math.log(1.0 + (self.live - df + 0.5) / (df + 0.5))
             scores[rows] += idf * tfs * (K1 + 1.0) / (tfs + norm[rows])
             matched = True

@@ -140,9 +140,9 @@ class RemovedTurn:
 # What one feed batch does to the store, in feed order.
 @dataclass(frozen=True, slots=True)
 class AddTurn:
-    """Store a turn. For a message, earlier transcriptions of the same role since the
-    previous message of that role are dropped: the message is the better text of the
-    same turn (transcriptions stay only for turns that never got a message)."""
+    """Store a turn. For a message, transcriptions of the same role since the previous
+    message are dropped: the message is the better text of the same turn (transcriptions
+    stay only for turns that never got a message)."""
 
     turn: TurnRow
 
@@ -466,20 +466,20 @@ class _transaction:
 
 def _add_turn(c: sqlite3.Connection, turn: TurnRow, result: BatchResult) -> None:
     if turn.kind == "message":
-        # The transcriptions this message supersedes: same role, after the previous message.
+        # The transcriptions this message supersedes: same role, after the previous message
+        # of either side (a reply ends a turn; a transcription before it that never became
+        # a message stays).
         (previous,) = c.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM turns WHERE tenant_id=? AND conversation_id=?"
-            " AND kind='message' AND role=? AND seq<?",
-            (turn.tenant_id, turn.conversation_id, turn.role, turn.seq),
+            " AND kind='message' AND seq<?",
+            (turn.tenant_id, turn.conversation_id, turn.seq),
         ).fetchone()
         for row in c.execute(
             "DELETE FROM turns WHERE tenant_id=? AND conversation_id=? AND kind='transcription'"
             " AND role=? AND seq>? AND seq<? RETURNING event_id, owners",
             (turn.tenant_id, turn.conversation_id, turn.role, previous, turn.seq),
         ).fetchall():
-            result.removed.append(
-                RemovedTurn(turn.tenant_id, row["event_id"], json.loads(row["owners"]))
-            )
+            _removed(result, turn.tenant_id, row)
     cur = c.execute(
         "INSERT OR IGNORE INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
@@ -502,15 +502,22 @@ def _add_turn(c: sqlite3.Connection, turn: TurnRow, result: BatchResult) -> None
         result.added.append(turn)
 
 
+def _removed(result: BatchResult, tenant_id: str, row: sqlite3.Row) -> None:
+    """Records a removed turn; one added earlier in the same batch is simply not added."""
+    for i, added in enumerate(result.added):
+        if added.tenant_id == tenant_id and added.event_id == row["event_id"]:
+            del result.added[i]
+            return
+    result.removed.append(RemovedTurn(tenant_id, row["event_id"], json.loads(row["owners"])))
+
+
 def _drop_conversations(c: sqlite3.Connection, op: DropConversations, result: BatchResult) -> None:
     for conversation_id in op.conversation_ids:
         for row in c.execute(
             "DELETE FROM turns WHERE tenant_id=? AND conversation_id=? RETURNING event_id, owners",
             (op.tenant_id, conversation_id),
         ).fetchall():
-            result.removed.append(
-                RemovedTurn(op.tenant_id, row["event_id"], json.loads(row["owners"]))
-            )
+            _removed(result, op.tenant_id, row)
     if op.user_id:
         for row in c.execute(
             "DELETE FROM facts WHERE tenant_id=? AND user_id=? RETURNING fact_id",
