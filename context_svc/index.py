@@ -13,6 +13,7 @@ vector, is in `context_svc.store`; this index is rebuilt from it at start-up.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -73,8 +74,9 @@ class Partition:
         self.lengths: npt.NDArray[np.float32] = np.zeros(16, np.float32)
         self.entries: list[Entry | None] = []
         self.rows: dict[str, int] = {}
-        self.postings: dict[str, tuple[list[int], list[float]]] = {}
-        self._arrays: dict[str, tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+        # term -> (rows, term frequencies) as packed C arrays: 8 bytes per posting instead of
+        # two Python objects (this is most of the index's memory besides the vectors).
+        self.postings: dict[str, tuple[array[int], array[int]]] = {}
         self.live = 0
         self.total_length = 0.0
 
@@ -98,9 +100,11 @@ class Partition:
         for term in terms:
             counts[term] = counts.get(term, 0) + 1
         for term, count in counts.items():
-            rows, tfs = self.postings.setdefault(term, ([], []))
-            rows.append(row)
-            tfs.append(float(count))
+            posting = self.postings.get(term)
+            if posting is None:
+                posting = self.postings[term] = (array("i"), array("i"))
+            posting[0].append(row)
+            posting[1].append(count)
 
     def remove(self, key: str) -> Entry | None:
         row = self.rows.pop(key, None)
@@ -138,15 +142,17 @@ class Partition:
         lengths[: len(keep)] = self.lengths[keep]
         alive = np.zeros(size, np.bool_)
         alive[: len(keep)] = True
-        postings: dict[str, tuple[list[int], list[float]]] = {}
+        postings: dict[str, tuple[array[int], array[int]]] = {}
         for term, (rows, tfs) in self.postings.items():
             kept = [(new_row[r], tf) for r, tf in zip(rows, tfs, strict=True) if r in new_row]
             if kept:
-                postings[term] = ([r for r, _ in kept], [tf for _, tf in kept])
+                postings[term] = (
+                    array("i", [r for r, _ in kept]),
+                    array("i", [tf for _, tf in kept]),
+                )
         self.entries = [self.entries[row] for row in keep]
         self.rows = {e.key: i for i, e in enumerate(self.entries) if e is not None}
         self.vectors, self.lengths, self.alive, self.postings = vectors, lengths, alive, postings
-        self._arrays.clear()
 
     def _posting_arrays(
         self, term: str
@@ -155,11 +161,11 @@ class Partition:
         if found is None:
             return None
         rows, tfs = found
-        cached = self._arrays.get(term)
-        if cached is None or cached[0] != len(rows):
-            cached = (len(rows), np.array(rows, np.int64), np.array(tfs, np.float32))
-            self._arrays[term] = cached
-        return cached[1], cached[2]
+        # Copies out of the packed arrays (a memcpy); views would pin them against appends.
+        return (
+            np.frombuffer(rows, np.int32).astype(np.int64),
+            np.frombuffer(tfs, np.int32).astype(np.float32),
+        )
 
     def bm25(self, terms: list[str]) -> npt.NDArray[np.float32] | None:
         """BM25 score of every row (dead rows 0); None when no query term occurs here."""
@@ -194,7 +200,9 @@ class Partition:
         return scores
 
     def nbytes(self) -> int:
-        return int(self.vectors.nbytes + self.alive.nbytes + self.lengths.nbytes)
+        """Vectors, per-row arrays and postings (not the entries' Python objects)."""
+        postings = sum(r.itemsize * len(r) * 2 for r, _ in self.postings.values())
+        return int(self.vectors.nbytes + self.alive.nbytes + self.lengths.nbytes + postings)
 
 
 def _top(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:

@@ -42,6 +42,7 @@ STATE_PORT="$state_port" STATE_METRICS_PORT="${STATE_METRICS_PORT:-9101}" \
   STATE_AUTH_JWT_KEY_FILE="$key_file" "$py" -m state_svc 2>.run/state_svc.log &
 pids+=($!)
 CONTEXT_PORT="$context_port" CONTEXT_METRICS_PORT="${CONTEXT_METRICS_PORT:-9102}" \
+  CONTEXT_STATE_TARGET="127.0.0.1:$state_port" \
   CONTEXT_AUTH_JWT_KEY_FILE="$key_file" "$py" -m context_svc 2>.run/context_svc.log &
 pids+=($!)
 

@@ -1,4 +1,4 @@
-"""The README's grpcurl examples for state_svc work as printed, with a token."""
+"""The README's grpcurl examples for state_svc and context_svc work as printed."""
 
 from __future__ import annotations
 
@@ -72,3 +72,62 @@ def test_state_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
         ]
     finally:
         proc.stop()
+
+
+def test_context_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
+    grpcurl = tool_path("grpcurl")
+    state_port, context_port = free_port(), free_port()
+    state = ChildProcess(
+        [sys.executable, "-m", "state_svc"],
+        log_dir / "state.log",
+        {
+            "STATE_PORT": str(state_port),
+            "STATE_METRICS_PORT": "-1",
+            "STATE_AUTH_JWT_KEY": jwt_key,
+            "STATE_SQLITE_PATH": str(log_dir / "state.sqlite3"),
+        },
+    )
+    context = ChildProcess(
+        [sys.executable, "-m", "context_svc"],
+        log_dir / "context.log",
+        {
+            "CONTEXT_PORT": str(context_port),
+            "CONTEXT_METRICS_PORT": "-1",
+            "CONTEXT_AUTH_JWT_KEY": jwt_key,
+            "CONTEXT_STATE_TARGET": f"127.0.0.1:{state_port}",
+            "CONTEXT_INDEX_PATH": str(log_dir / "context.sqlite3"),
+        },
+    )
+    try:
+        state.wait_for_port(state_port, 30, "state_svc")
+        context.wait_for_port(context_port, 90, "context_svc")
+        token = mint_token(jwt_key, tenant="demo", scopes=["context.read", "context.write"])
+        outputs = []
+        for command in readme_block("context"):
+            assert command.startswith("grpcurl ")
+            runnable = command.replace("127.0.0.1:50052", f"127.0.0.1:{context_port}")
+            result = subprocess.run(
+                ["bash", "-c", runnable],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+                env={
+                    **os.environ,
+                    "TOKEN": token,
+                    "PATH": f"{grpcurl.parent}:{os.environ['PATH']}",
+                },
+            )
+            assert result.returncode == 0, f"{command}\n{result.stderr}"
+            outputs.append(json.loads(result.stdout))
+        ingested, facts, enriched, status = outputs
+        assert ingested["document"]["chunk_count"] == 1
+        assert facts["facts"][0]["fact_id"] == "mobility"
+        sources = [item["source"] for item in enriched["items"]]
+        assert sources[0] == "SOURCE_KIND_KNOWLEDGE"
+        assert "SOURCE_KIND_FACT" in sources
+        assert "Elm Street" in enriched["context_block"]
+        assert status["knowledge_chunks"] == "1"
+    finally:
+        context.stop()
+        state.stop()
