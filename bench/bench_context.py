@@ -36,7 +36,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from bench.servers import context_service, mongodb, state_service
+from bench.servers import context_service, free_port, mongodb, state_service
 from servicekit.auth import mint_token
 from servicekit.client import create_channel
 from servicekit.ids import uuid7
@@ -318,8 +318,10 @@ async def run_generated(
     users: int,
     queries: int,
     context_pid: int,
+    metrics_port: int,
     per_conversation: int = 100,
 ) -> dict[str, Any]:
+    baseline_kib = rss_of(context_pid)  # the model loaded, the index empty
     rng = random.Random(7)
     user_ids = [user_id_for(TENANT, "user", str(i)) for i in range(users)]
     conversations = max(1, turns // per_conversation)
@@ -363,6 +365,7 @@ async def run_generated(
         )
         latencies.append((time.perf_counter() - t0) * 1000)
     rss_kib = rss_of(context_pid)
+    vector_bytes = scrape_gauge(metrics_port, "context_index_vector_bytes")
     return {
         "bench": "context_generated",
         "queries": len(latencies),
@@ -372,8 +375,20 @@ async def run_generated(
         "enrich_p99_ms": round(percentile(latencies, 0.99), 2),
         "indexed_turns": total,
         "index_build_s": round(index_build_s, 2),
+        "index_arrays_mib": round(vector_bytes / 2**20, 1),
+        "context_svc_rss_empty_mib": round(baseline_kib / 1024, 1),
         "context_svc_rss_mib": round(rss_kib / 1024, 1),
     }
+
+
+def scrape_gauge(port: int, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def rss_of(pid: int) -> int:
@@ -412,12 +427,15 @@ def main() -> None:
     if args.mode == "locomo" and not args.dataset.exists():
         raise SystemExit(f"dataset not found: {args.dataset} (pass DATASET=path)")
     key = secrets.token_urlsafe(32)
+    metrics_port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-context-") as tmp:
         workdir = Path(tmp)
         with (
             database(args.backend, workdir) as (uri, kind),
             state_service(workdir, key, uri, f"bench_{uuid.uuid4().hex[:8]}", kind) as state_port,
-            context_service(workdir, key, state_port) as (context_port, proc),
+            context_service(
+                workdir, key, state_port, {"CONTEXT_METRICS_PORT": str(metrics_port)}
+            ) as (context_port, proc),
         ):
             emit({"phase": "start", "mode": args.mode, "backend": kind})
 
@@ -427,7 +445,7 @@ def main() -> None:
                     if args.mode == "locomo":
                         return await run_locomo(clients, json.loads(args.dataset.read_text()))
                     return await run_generated(
-                        clients, args.turns, args.users, args.queries, proc.pid
+                        clients, args.turns, args.users, args.queries, proc.pid, metrics_port
                     )
                 except grpc.aio.AioRpcError as exc:
                     raise SystemExit(f"{exc.code().name}: {exc.details()}") from exc

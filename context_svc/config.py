@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.config import ServiceSettings
@@ -30,7 +31,14 @@ class ContextSettings(ServiceSettings):
     feed_batch: int = Field(default=256, ge=1, le=1000)
     feed_retry_max_s: float = Field(default=5.0, gt=0)
 
-    # Retrieval.
+    # Retrieval. "minilm": the local model (default); "openai": OpenAI's embeddings API or
+    # any server speaking it (changing the backend re-embeds the stored index at start-up).
+    embedding_backend: Literal["minilm", "openai"] = "minilm"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    openai_embedding_model: str = "text-embedding-3-small"
+    openai_embedding_dimensions: int = Field(default=512, ge=16, le=4096)
+    openai_timeout_s: float = Field(default=10.0, gt=0)
     # onnxruntime threads per embedding call (2 measured fastest on a 2-core machine).
     embedding_threads: int = Field(default=2, ge=1, le=16)
     lexical_weight: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -44,6 +52,12 @@ class ContextSettings(ServiceSettings):
     max_facts_per_user: int = Field(default=500, ge=1)
     max_fact_bytes: int = Field(default=1000, ge=16)
     max_query_bytes: int = Field(default=4096, ge=16)
+
+    @model_validator(mode="after")
+    def _openai_key(self) -> ContextSettings:
+        if self.embedding_backend == "openai" and self.openai_api_key is None:
+            raise ValueError("embedding_backend=openai needs CONTEXT_OPENAI_API_KEY")
+        return self
 
     def state_token_value(self) -> str | None:
         if self.state_token is not None:

@@ -20,7 +20,7 @@ import numpy as np
 from context_svc import metrics
 from context_svc.chunking import chunk_text
 from context_svc.config import ContextSettings
-from context_svc.embedding import Embedder, Vectors
+from context_svc.embedding import Embedder, EmbeddingError, Vectors
 from context_svc.index import Entry, Hit, Index, PartitionKey, Source
 from context_svc.lexical import analyze
 from context_svc.render import render
@@ -34,7 +34,7 @@ from context_svc.store import (
     IndexStore,
     TurnRow,
 )
-from servicekit.errors import InvalidArgument, NotFound
+from servicekit.errors import InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +225,13 @@ class ContextDomain:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), EMBED_BATCH):
             rows = order[start : start + EMBED_BATCH]
-            out[rows] = await loop.run_in_executor(
-                self._executors.index, self.embedder.embed, [texts[i] for i in rows]
-            )
+            try:
+                out[rows] = await loop.run_in_executor(
+                    self._executors.index, self.embedder.embed, [texts[i] for i in rows]
+                )
+            except EmbeddingError as exc:
+                metrics.EMBEDDING_ERRORS.inc()
+                raise Unavailable(f"the embedding backend failed: {exc}") from exc
         metrics.EMBEDDINGS.labels(path="index").inc(len(texts))
         self.embedded_for_index += len(texts)
         return out
@@ -397,6 +401,13 @@ class ContextDomain:
                 query = vectors[0]
                 metrics.EMBEDDINGS.labels(path="query").inc()
             except TimeoutError:
+                partial = True
+            except EmbeddingError:
+                # Fail open: the lexical ranking still answers.
+                log.warning(
+                    "query embedding failed; answering from the lexical ranking", exc_info=True
+                )
+                metrics.EMBEDDING_ERRORS.inc()
                 partial = True
         else:
             partial = True

@@ -259,3 +259,64 @@ class MiniLmEmbedder:
 
     def token_count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+class EmbeddingError(Exception):
+    """The embedding backend failed (network, quota, bad answer)."""
+
+
+class OpenAIEmbedder:
+    """OpenAI's embeddings API (`POST {base_url}/embeddings`), or any server speaking it.
+
+    An option for teams that prefer a hosted model; the default stays the local model,
+    which needs no network and answers in a few milliseconds. Blocking calls (the caller
+    runs them in a worker thread, like the local model).
+    """
+
+    def __init__(
+        self, *, base_url: str, api_key: str, model: str, dimensions: int, timeout_s: float
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.api_key = api_key
+        self.model = model
+        self.dim = dimensions
+        self.timeout_s = timeout_s
+        self.name = f"openai:{model}:{dimensions}"
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        import urllib.error
+        import urllib.request
+
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        body = json.dumps(
+            {
+                "model": self.model,
+                "input": list(texts),
+                "dimensions": self.dim,
+                "encoding_format": "float",
+            }
+        ).encode()
+        request = urllib.request.Request(
+            self.url,
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise EmbeddingError(f"embeddings API answered HTTP {exc.code}") from exc
+        except (OSError, ValueError) as exc:
+            raise EmbeddingError(f"embeddings API failed: {exc}") from exc
+        try:
+            rows = sorted(answer["data"], key=lambda d: d["index"])
+            vectors = np.array([row["embedding"] for row in rows], np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EmbeddingError("embeddings API answer is not an embedding list") from exc
+        if vectors.shape != (len(texts), self.dim):
+            expected = (len(texts), self.dim)
+            raise EmbeddingError(f"embeddings API returned {vectors.shape}, expected {expected}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -134,11 +134,14 @@ class FeedFollower:
                 "no token for state_svc's feed: set CONTEXT_STATE_TOKEN(_FILE) or an HS "
                 "JWT key; memory will not be indexed"
             )
+        # Without BDP probing the flow-control window stays at 64 KiB, so state_svc cannot
+        # run far ahead of what is applied: the backlog in its responses stays a true lag.
         self._channel = create_channel(
             self.settings.state_target,
             token=token,
             retry=False,
             max_message_bytes=self.settings.max_message_bytes,
+            extra_options=[("grpc.http2.bdp_probe", 0)],
         )
         stub = state_pb2_grpc.StateServiceStub(self._channel)  # type: ignore[no-untyped-call]
         delay = 0.2

@@ -16,6 +16,9 @@ ENRICH_PARTIAL = Counter(
 EMBEDDINGS = Counter(
     "context_embeddings_total", "Texts embedded, by path (query or index).", ["path"]
 )
+EMBEDDING_ERRORS = Counter(
+    "context_embedding_errors_total", "Failed calls to the embedding backend."
+)
 FEED_APPLIED = Counter(
     "context_feed_changes_applied_total",
     "Memory index changes applied from state_svc's feed (turns added, turns removed).",

@@ -10,7 +10,7 @@ import grpc
 
 from context_svc.config import ContextSettings
 from context_svc.domain import ContextDomain
-from context_svc.embedding import Embedder, MiniLmEmbedder
+from context_svc.embedding import Embedder, MiniLmEmbedder, OpenAIEmbedder
 from context_svc.follower import FeedFollower
 from context_svc.servicer import ContextServicer
 from context_svc.store import IndexStore
@@ -48,11 +48,24 @@ def shared_embedder(threads: int) -> Embedder:
     return _embedders[threads]
 
 
+def make_embedder(settings: ContextSettings) -> Embedder:
+    if settings.embedding_backend == "openai":
+        assert settings.openai_api_key is not None
+        return OpenAIEmbedder(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value(),
+            model=settings.openai_embedding_model,
+            dimensions=settings.openai_embedding_dimensions,
+            timeout_s=settings.openai_timeout_s,
+        )
+    return shared_embedder(settings.embedding_threads)
+
+
 @contextlib.asynccontextmanager
 async def open_domain(settings: ContextSettings) -> AsyncIterator[ContextDomain]:
     store = IndexStore(settings.index_path)
     await store.open()
-    domain = ContextDomain(settings, store, shared_embedder(settings.embedding_threads))
+    domain = ContextDomain(settings, store, make_embedder(settings))
     try:
         await domain.load()
         yield domain

@@ -80,6 +80,7 @@ def create_channel(
     retry: bool = True,
     max_message_bytes: int = 4 * 1024 * 1024,
     extra_interceptors: Sequence[Any] = (),
+    extra_options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """An insecure (in-cluster, mesh or loopback) channel with the project's defaults.
 
@@ -96,5 +97,6 @@ def create_channel(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        *extra_options,
     ]
     return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

@@ -75,9 +75,7 @@ async def running_context(
     """context_svc as `python -m context_svc` runs it; `embedder` replaces the model."""
     store = IndexStore(settings.index_path)
     await store.open()
-    domain = ContextDomain(
-        settings, store, embedder or service.shared_embedder(settings.embedding_threads)
-    )
+    domain = ContextDomain(settings, store, embedder or service.make_embedder(settings))
     follower = FeedFollower(settings, domain)
     try:
         await domain.load()
