@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from context_svc.config import ContextSettings
 from context_svc.embedding import Embedder, EmbeddingError, Vectors
 from context_svc.index import Entry, Hit, Index, PartitionKey, Source
 from context_svc.lexical import analyze
-from context_svc.render import render
+from context_svc.render import date_label, render
 from context_svc.store import (
     AddTurn,
     ChunkRow,
@@ -49,11 +49,6 @@ ANONYMOUS = "~"
 
 def utcnow_us() -> int:
     return int(time.time() * 1_000_000)
-
-
-def date_label(at_us: int) -> str:
-    at = datetime.fromtimestamp(at_us / 1_000_000, UTC)
-    return f"{at.day} {at:%B %Y}"
 
 
 # -- what the feed follower hands over --------------------------------------------------
@@ -193,8 +188,6 @@ class ContextDomain:
     async def _reembed(
         self, turns: list[TurnRow], chunks: list[ChunkRow], facts: list[FactRow]
     ) -> tuple[list[TurnRow], list[ChunkRow], list[FactRow]]:
-        import dataclasses
-
         tv = await self.embed_for_index([t.embed_text for t in turns])
         cv = await self.embed_for_index([f"{c.title}: {c.text}" for c in chunks])
         fv = await self.embed_for_index([f.text for f in facts])

@@ -16,7 +16,8 @@ def estimate_tokens(text: str) -> int:
     return max(math.ceil(len(text) / 4), math.ceil(len(text.split()) * 4 / 3)) + 1
 
 
-def _date(at_us: int) -> str:
+def date_label(at_us: int) -> str:
+    """ "8 May 2023": how turns are dated, in the index and in the rendered block."""
     at = datetime.fromtimestamp(at_us / 1_000_000, UTC)
     return f"{at.day} {at:%B %Y}"
 
@@ -24,7 +25,7 @@ def _date(at_us: int) -> str:
 def line(hit: Hit) -> str:
     entry = hit.entry
     if entry.source is Source.MEMORY:
-        return f"- [{_date(entry.occurred_at_us)}] {entry.speaker}: {entry.text}"
+        return f"- [{date_label(entry.occurred_at_us)}] {entry.speaker}: {entry.text}"
     if entry.source is Source.KNOWLEDGE:
         title = f' "{entry.title}"' if entry.title else ""
         return f"- From the knowledge base{title}: {entry.text}"

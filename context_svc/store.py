@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,7 +227,7 @@ class IndexStore:
 
     # -- loading (start-up) ------------------------------------------------------------
 
-    async def load_turns(self, batch: int = 5000) -> list[TurnRow]:
+    async def load_turns(self) -> list[TurnRow]:
         def load(c: sqlite3.Connection) -> list[TurnRow]:
             rows = c.execute("SELECT * FROM turns ORDER BY rowid").fetchall()
             return [_turn(r) for r in rows]
@@ -579,8 +579,3 @@ def _document(r: sqlite3.Row) -> DocumentRow:
         ingested_at_us=r["ingested_at_us"],
         chunk_count=r["chunk_count"],
     )
-
-
-def iter_batches(items: list[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

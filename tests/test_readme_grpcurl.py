@@ -28,6 +28,26 @@ def readme_block(name: str) -> list[str]:
     return [line for line in match.group(1).splitlines() if line.strip()]
 
 
+def run_examples(
+    block: str, printed_target: str, target: str, token: str, grpcurl: Path
+) -> list[str]:
+    """Runs a README block's commands as printed (only the port swapped); their outputs."""
+    outputs = []
+    for command in readme_block(block):
+        assert command.startswith("grpcurl ")
+        result = subprocess.run(
+            ["bash", "-c", command.replace(printed_target, target)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "TOKEN": token, "PATH": f"{grpcurl.parent}:{os.environ['PATH']}"},
+        )
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+        outputs.append(result.stdout)
+    return outputs
+
+
 def test_state_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
     grpcurl = tool_path("grpcurl")
     port = free_port()
@@ -43,24 +63,7 @@ def test_state_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
         token = mint_token(
             jwt_key, tenant="demo", scopes=["state.read", "state.write", "state.admin"]
         )
-        outputs = []
-        for command in readme_block("state"):
-            assert command.startswith("grpcurl ")
-            runnable = command.replace("127.0.0.1:50051", f"127.0.0.1:{port}")
-            result = subprocess.run(
-                ["bash", "-c", runnable],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-                env={
-                    **os.environ,
-                    "TOKEN": token,
-                    "PATH": f"{grpcurl.parent}:{os.environ['PATH']}",
-                },
-            )
-            assert result.returncode == 0, f"{command}\n{result.stderr}"
-            outputs.append(result.stdout)
+        outputs = run_examples("state", "127.0.0.1:50051", f"127.0.0.1:{port}", token, grpcurl)
         created, first, again, history = (json.loads(o) for o in outputs[:4])
         assert created["conversation"]["room_name"] == "support-room"
         assert [r["seq"] for r in first["results"]] == ["1", "2"]
@@ -102,25 +105,10 @@ def test_context_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
         state.wait_for_port(state_port, 30, "state_svc")
         context.wait_for_port(context_port, 90, "context_svc")
         token = mint_token(jwt_key, tenant="demo", scopes=["context.read", "context.write"])
-        outputs = []
-        for command in readme_block("context"):
-            assert command.startswith("grpcurl ")
-            runnable = command.replace("127.0.0.1:50052", f"127.0.0.1:{context_port}")
-            result = subprocess.run(
-                ["bash", "-c", runnable],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-                env={
-                    **os.environ,
-                    "TOKEN": token,
-                    "PATH": f"{grpcurl.parent}:{os.environ['PATH']}",
-                },
-            )
-            assert result.returncode == 0, f"{command}\n{result.stderr}"
-            outputs.append(json.loads(result.stdout))
-        ingested, facts, enriched, status = outputs
+        outputs = run_examples(
+            "context", "127.0.0.1:50052", f"127.0.0.1:{context_port}", token, grpcurl
+        )
+        ingested, facts, enriched, status = (json.loads(o) for o in outputs)
         assert ingested["document"]["chunk_count"] == 1
         assert facts["facts"][0]["fact_id"] == "mobility"
         sources = [item["source"] for item in enriched["items"]]
