@@ -1,0 +1,414 @@
+{{/* Names, labels and the pieces every component shares. */}}
+
+{{- define "voiceagent.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "voiceagent.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "voiceagent.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* A component's resource name: (dict "ctx" $ "component" "state") */}}
+{{- define "voiceagent.componentName" -}}
+{{- printf "%s-%s" (include "voiceagent.fullname" .ctx | trunc 50 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "voiceagent.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "voiceagent.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "voiceagent.labels" -}}
+helm.sh/chart: {{ include "voiceagent.chart" .ctx }}
+{{ include "voiceagent.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: voiceagent
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Chart-wide labels for resources that belong to no single component. */}}
+{{- define "voiceagent.releaseLabels" -}}
+helm.sh/chart: {{ include "voiceagent.chart" . }}
+app.kubernetes.io/name: {{ include "voiceagent.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: voiceagent
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* image reference: (dict "ctx" $ "image" .Values.state.image) */}}
+{{- define "voiceagent.image" -}}
+{{- $registry := .ctx.Values.image.registry -}}
+{{- $tag := default (default .ctx.Chart.AppVersion .ctx.Values.image.tag) .image.tag -}}
+{{- if .image.digest -}}
+{{- printf "%s%s@%s" (ternary "" (printf "%s/" $registry) (empty $registry)) .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s%s:%s" (ternary "" (printf "%s/" $registry) (empty $registry)) .image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "voiceagent.imagePullPolicy" -}}
+{{- default .ctx.Values.image.pullPolicy .image.pullPolicy -}}
+{{- end -}}
+
+{{- define "voiceagent.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "voiceagent.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The restricted pod and container security contexts (Pod Security Standards). */}}
+{{- define "voiceagent.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "voiceagent.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Secret names and keys. */}}
+{{- define "voiceagent.jwtSecretName" -}}
+{{- default (printf "%s-jwt" (include "voiceagent.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "voiceagent.mongodbSecretName" -}}
+{{- default (printf "%s-mongodb" (include "voiceagent.fullname" .)) .Values.mongodb.existingSecret -}}
+{{- end -}}
+
+{{- define "voiceagent.livekitSecretName" -}}
+{{- default (printf "%s-livekit" (include "voiceagent.fullname" .)) .Values.livekit.existingSecret -}}
+{{- end -}}
+
+{{- define "voiceagent.openaiSecretName" -}}
+{{- default (printf "%s-openai" (include "voiceagent.fullname" .)) .Values.openai.existingSecret -}}
+{{- end -}}
+
+{{- define "voiceagent.openaiKeyConfigured" -}}
+{{- if or .Values.openai.apiKey .Values.openai.existingSecret }}true{{ end -}}
+{{- end -}}
+
+{{/* In-cluster gRPC targets: the headless Services, so clients balance per call
+     (round_robin over every replica's address; the servers' max connection age makes
+     clients re-resolve, so new replicas get traffic). */}}
+{{- define "voiceagent.stateTarget" -}}
+{{- printf "dns:///%s-headless.%s.svc.%s:%d" (include "voiceagent.componentName" (dict "ctx" . "component" "state")) .Release.Namespace .Values.clusterDomain (int .Values.state.grpc.port) -}}
+{{- end -}}
+
+{{- define "voiceagent.contextTarget" -}}
+{{- printf "dns:///%s-headless.%s.svc.%s:%d" (include "voiceagent.componentName" (dict "ctx" . "component" "context")) .Release.Namespace .Values.clusterDomain (int .Values.context.grpc.port) -}}
+{{- end -}}
+
+{{/* The JWT key as a mounted file (never an environment variable). */}}
+{{- define "voiceagent.jwtVolume" -}}
+- name: jwt-key
+  secret:
+    secretName: {{ include "voiceagent.jwtSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.auth.existingSecretKey }}
+        path: jwt-key
+{{- end -}}
+
+{{/* Environment shared by state_svc and context_svc: (dict "ctx" $ "prefix" "STATE_" "values" .Values.state) */}}
+{{- define "voiceagent.serviceEnv" -}}
+{{- $v := .values -}}
+- name: {{ .prefix }}HOST
+  value: "0.0.0.0"
+- name: {{ .prefix }}PORT
+  value: {{ $v.grpc.port | quote }}
+- name: {{ .prefix }}METRICS_HOST
+  value: "0.0.0.0"
+- name: {{ .prefix }}METRICS_PORT
+  value: {{ $v.metrics.port | quote }}
+- name: {{ .prefix }}AUTH_JWT_KEY_FILE
+  value: /var/run/secrets/voiceagent/jwt-key
+- name: {{ .prefix }}GRACE_PERIOD_S
+  value: {{ $v.gracePeriodSeconds | quote }}
+- name: {{ .prefix }}SHUTDOWN_DELAY_S
+  value: {{ $v.shutdownDelaySeconds | quote }}
+- name: {{ .prefix }}MAX_CONNECTION_AGE_S
+  value: {{ $v.grpc.maxConnectionAgeSeconds | quote }}
+- name: {{ .prefix }}MAX_CONNECTION_AGE_GRACE_S
+  value: {{ $v.grpc.maxConnectionAgeGraceSeconds | quote }}
+- name: {{ .prefix }}LOG_LEVEL
+  value: {{ $v.logLevel | quote }}
+{{- with .ctx.Values.tracing.otlpEndpoint }}
+- name: {{ $.prefix }}OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: {{ $.prefix }}TRACE_SAMPLE_RATIO
+  value: {{ $.ctx.Values.tracing.sampleRatio | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Native gRPC probes for state_svc and context_svc: (dict "values" .Values.state) */}}
+{{- define "voiceagent.grpcProbes" -}}
+{{- $p := .values.probes -}}
+startupProbe:
+  grpc:
+    port: {{ .values.grpc.port }}
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+readinessProbe:
+  grpc:
+    port: {{ .values.grpc.port }}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+livenessProbe:
+  grpc:
+    port: {{ .values.grpc.port }}
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+{{- end -}}
+
+{{/* Scheduling fields shared by every workload: (dict "ctx" $ "values" .Values.state "component" "state") */}}
+{{- define "voiceagent.scheduling" -}}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if .values.affinity }}
+affinity:
+  {{- toYaml .values.affinity | nindent 2 }}
+{{- else }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "voiceagent.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 14 }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* HorizontalPodAutoscaler or KEDA ScaledObject, never both:
+     (dict "ctx" $ "component" "state" "values" .Values.state "kind" "Deployment") */}}
+{{- define "voiceagent.autoscaling" -}}
+{{- $a := .values.autoscaling -}}
+{{- $name := include "voiceagent.componentName" (dict "ctx" .ctx "component" .component) -}}
+{{- if and $a.enabled (eq $a.engine "hpa") }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ $name }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "voiceagent.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $name }}
+  minReplicas: {{ $a.minReplicas }}
+  maxReplicas: {{ $a.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $a.targetCPUUtilizationPercentage }}
+    {{- with $a.podsMetric }}
+    {{- if .name }}
+    - type: Pods
+      pods:
+        metric:
+          name: {{ .name }}
+        target:
+          type: AverageValue
+          averageValue: {{ .targetAverageValue | quote }}
+    {{- end }}
+    {{- end }}
+  {{- with $a.behavior }}
+  behavior:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- else if and $a.enabled (eq $a.engine "keda") }}
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ $name }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "voiceagent.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $name }}
+  minReplicaCount: {{ $a.minReplicas }}
+  maxReplicaCount: {{ $a.maxReplicas }}
+  {{- with $a.behavior }}
+  advanced:
+    horizontalPodAutoscalerConfig:
+      behavior:
+        {{- toYaml . | nindent 8 }}
+  {{- end }}
+  triggers:
+    - type: cpu
+      metricType: Utilization
+      metadata:
+        value: {{ $a.targetCPUUtilizationPercentage | quote }}
+    {{- with $a.keda.prometheus }}
+    {{- if .query }}
+    - type: prometheus
+      metadata:
+        serverAddress: {{ required "autoscaling.keda.prometheus.serverAddress is required with a query" .serverAddress | quote }}
+        query: {{ tpl .query $.ctx | quote }}
+        threshold: {{ .threshold | quote }}
+    {{- end }}
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* PodDisruptionBudget: (dict "ctx" $ "component" "state" "values" .Values.state) */}}
+{{- define "voiceagent.pdb" -}}
+{{- $p := .values.podDisruptionBudget -}}
+{{- if $p.enabled }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "voiceagent.componentName" (dict "ctx" .ctx "component" .component) }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "voiceagent.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  {{- if hasKey $p "minAvailable" }}
+  minAvailable: {{ $p.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ $p.maxUnavailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "voiceagent.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
+{{- end }}
+{{- end -}}
+
+{{/* ServiceMonitor: (dict "ctx" $ "component" "state") */}}
+{{- define "voiceagent.serviceMonitor" -}}
+{{- $m := .ctx.Values.monitoring.serviceMonitor -}}
+{{- if $m.enabled }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: {{ include "voiceagent.componentName" (dict "ctx" .ctx "component" .component) }}
+  namespace: {{ default .ctx.Release.Namespace $m.namespace }}
+  labels:
+    {{- include "voiceagent.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+    {{- with $m.additionalLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  jobLabel: app.kubernetes.io/component
+  namespaceSelector:
+    matchNames:
+      - {{ .ctx.Release.Namespace }}
+  selector:
+    matchLabels:
+      {{- include "voiceagent.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
+      voiceagent.io/metrics: "true"
+  endpoints:
+    - port: metrics
+      path: /metrics
+      interval: {{ $m.interval }}
+      scrapeTimeout: {{ $m.scrapeTimeout }}
+      {{- with $m.relabelings }}
+      relabelings:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $m.metricRelabelings }}
+      metricRelabelings:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* NetworkPolicy peers */}}
+{{- define "voiceagent.peerPods" -}}
+- podSelector:
+    matchLabels:
+      {{- include "voiceagent.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
+{{- end -}}
+
+{{- define "voiceagent.monitoringPeer" -}}
+- namespaceSelector:
+    {{- toYaml .Values.networkPolicy.monitoring.namespaceSelector | nindent 4 }}
+  {{- with .Values.networkPolicy.monitoring.podSelector }}
+  podSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{- define "voiceagent.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        {{- toYaml .Values.networkPolicy.dns.namespaceSelector | nindent 8 }}
+      podSelector:
+        {{- toYaml .Values.networkPolicy.dns.podSelector | nindent 8 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end -}}
+
+{{- define "voiceagent.otlpEgress" -}}
+{{- with .Values.networkPolicy.egress.otlp }}
+{{- if .enabled }}
+- to:
+    {{- toYaml .to | nindent 4 }}
+  ports:
+    {{- toYaml .ports | nindent 4 }}
+{{- end }}
+{{- end }}
+{{- end -}}
