@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: run test setup tools proto check pytest clean bench-state bench-context
 
-run: setup ## set up, then run state_svc and context_svc on the embedded store
+run: setup ## set up, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
 	@bash scripts/run.sh
 
 test: setup check pytest ## set up, then every gate and every test

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# `make run`: state_svc and context_svc on the embedded store, on loopback, until Ctrl-C.
+# `make run`: state_svc and context_svc on the embedded store, on loopback, then a text
+# conversation with the agent in this terminal (`python -m agent_svc chat`). When the chat
+# ends, the services stop; run it again to resume the same conversation.
+#   scripts/run.sh [--services-only] [chat options, e.g. --room demo --user ana --name Ana]
 # A development signing key lives in .run/dev-jwt-key; a token for grpcurl is printed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+services_only=0
+if [[ "${1:-}" == "--services-only" ]]; then
+  services_only=1
+  shift
+fi
 py=.venv/bin/python
 grpcurl=.tools/bin/grpcurl
 command -v "$grpcurl" >/dev/null 2>&1 || grpcurl="$(command -v grpcurl || true)"
@@ -89,13 +97,22 @@ Try them with grpcurl (${grpcurl:-not installed: run 'make tools'}):
   $grpcurl -plaintext 127.0.0.1:$context_port list
 
 A new token any time: .venv/bin/python -m servicekit.token --tenant demo --key-file $key_file
-
-Press Ctrl-C to stop.
 INFO
 
-# Ctrl-C reaches the services too (same process group); they stop gracefully on it.
-wait -n "${pids[@]}" || true
-if [[ "$stopping" != 1 ]]; then
-  echo "run: a service exited unexpectedly; see .run/*.log" >&2
-  exit 1
+if [[ "$services_only" == 1 ]]; then
+  echo "Press Ctrl-C to stop." >&2
+  # Ctrl-C reaches the services too (same process group); they stop gracefully on it.
+  wait -n "${pids[@]}" || true
+  if [[ "$stopping" != 1 ]]; then
+    echo "run: a service exited unexpectedly; see .run/*.log" >&2
+    exit 1
+  fi
+  exit 0
 fi
+
+# The chat: the real agent class and hooks, typed turns through the spoken-turn path.
+AGENT_STATE_TARGET="127.0.0.1:$state_port" AGENT_CONTEXT_TARGET="127.0.0.1:$context_port" \
+  AGENT_AUTH_JWT_KEY_FILE="$key_file" AGENT_TENANT=demo \
+  AGENT_SPOOL_DIR="${AGENT_SPOOL_DIR:-.run/agent-spool}" \
+  "$py" -m agent_svc chat "$@" 2>>.run/agent_chat.log || echo "run: the chat failed; see .run/agent_chat.log" >&2
+echo "(for grpcurl: export TOKEN=$token)"
