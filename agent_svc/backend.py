@@ -154,7 +154,7 @@ class BackendClient:
     def pending(self) -> int:
         """Writes not yet acknowledged (queued in memory or only in the spool)."""
         own = self._spool.pending if self._spool else 0
-        return own + sum(len(o.pending_records) - o.acked for o in self._orphans)
+        return own + sum(o.pending for o in self._orphans)
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every write so far is acknowledged; False on timeout."""

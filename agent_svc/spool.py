@@ -147,7 +147,12 @@ class OrphanSpool(_LockedFile):
         super().__init__(path, fd)
         records, acked = _parse(path)
         self.acked = acked
+        self.written = len(records)
         self.pending_records = records[acked:]
+
+    @property
+    def pending(self) -> int:
+        return self.written - self.acked
 
 
 def claim_orphans(directory: Path) -> list[OrphanSpool]:

@@ -1,0 +1,271 @@
+"""BackendClient against a real state_svc (and a real, then frozen, context_svc):
+persistence that never blocks, never loses and never duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from agent_svc import metrics
+from agent_svc.backend import BackendClient
+from servicekit.ids import uuid7
+from tests.support.agent import agent_settings
+from tests.support.processes import ChildProcess, free_port, wait_until
+from tests.support.state import event, running_state, state_settings
+from voiceagent.state.v1 import state_pb2 as pb
+
+
+def _create(conversation_id: str) -> pb.CreateConversationRequest:
+    return pb.CreateConversationRequest(
+        conversation_id=conversation_id, room_name="room-1", user_ids=["user-1"]
+    )
+
+
+async def _stored(handle_stub: object, metadata: object, conversation_id: str) -> list[pb.Event]:
+    events: list[pb.Event] = []
+    token = ""
+    while True:
+        reply = await handle_stub.GetHistory(  # type: ignore[attr-defined]
+            pb.GetHistoryRequest(conversation_id=conversation_id, page_size=500, page_token=token),
+            metadata=metadata,
+        )
+        events.extend(reply.events)
+        token = reply.next_page_token
+        if not token:
+            return events
+
+
+async def test_state_down_mid_conversation_then_back(tmp_path: Path, jwt_key: str) -> None:
+    """Writes made while state_svc is down wait in the spool; when it is back, every event
+    is stored exactly once and in order, and enqueueing never waited on the outage."""
+    port = free_port()
+    settings = state_settings("sqlite", tmp_path, jwt_key, None, port=port)
+    client = BackendClient(agent_settings(tmp_path, jwt_key, port))
+    await client.start()
+    conversation_id = uuid7()
+    sent: list[str] = []
+    try:
+        async with running_state(settings, jwt_key) as state:
+            client.create_conversation(_create(conversation_id))
+            for i in range(40):
+                e = event(text=f"before {i}")
+                sent.append(e.event_id)
+                client.append_event(conversation_id, e)
+            assert await client.flush(10), "writes were not acknowledged"
+        # state_svc is down now.
+        slowest = 0.0
+        for i in range(60):
+            e = event(text=f"during {i}")
+            sent.append(e.event_id)
+            started = time.perf_counter()
+            client.append_event(conversation_id, e)
+            slowest = max(slowest, time.perf_counter() - started)
+            if i % 10 == 0:
+                await asyncio.sleep(0.05)  # the sender tries, fails and backs off meanwhile
+        assert slowest < 0.05, f"enqueue waited {slowest * 1000:.1f} ms during the outage"
+        assert not await client.flush(0.5)
+        assert client.pending == 60
+        async with running_state(settings, jwt_key) as state:
+            assert await client.flush(15), f"{client.pending} writes still pending"
+            stored = await _stored(state.stub(), state.metadata(), conversation_id)
+    finally:
+        await client.aclose(1)
+    assert [e.event_id for e in stored] == sent
+    assert [e.seq for e in stored] == list(range(1, len(sent) + 1))
+    assert not list((tmp_path / "spool").glob("spool-*.log")), "acknowledged spool not removed"
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from pydantic import SecretStr
+    from agent_svc.backend import BackendClient
+    from agent_svc.config import AgentSettings
+    from tests.support.state import event
+
+    async def main() -> None:
+        settings = AgentSettings(
+            state_target=sys.argv[1], auth_jwt_key=SecretStr(sys.argv[2]),
+            spool_dir=Path(sys.argv[3]), tenant="tenant-a", batch_linger_ms=1,
+        )
+        client = BackendClient(settings)
+        await client.start()
+        conversation_id = sys.argv[4]
+        i = 0
+        while True:
+            e = event(text=f"turn {i}")
+            client.append_event(conversation_id, e)
+            # Printed only once append_event returned: the agent was told it is kept.
+            print(e.event_id, flush=True)
+            i += 1
+            await asyncio.sleep(0.002)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_killed_job_process_spool_replayed_by_next_process(
+    tmp_path: Path, jwt_key: str
+) -> None:
+    """A process killed with SIGKILL mid-stream (some writes acknowledged, some in flight,
+    some only spooled) leaves its spool; the next process replays it: every event the dead
+    process accepted is stored exactly once, in order."""
+    port = free_port()
+    settings = state_settings("sqlite", tmp_path, jwt_key, None, port=port)
+    spool_dir = tmp_path / "spool"
+    conversation_id = uuid7()
+    async with running_state(settings, jwt_key) as state:
+        await state.stub().CreateConversation(_create(conversation_id), metadata=state.metadata())
+        script = tmp_path / "child.py"
+        script.write_text(_CHILD)
+        child = ChildProcess(
+            [sys.executable, str(script), f"127.0.0.1:{port}", jwt_key, str(spool_dir), conversation_id],
+            tmp_path / "child.log",
+            env={"PYTHONPATH": str(Path.cwd())},
+        )
+        try:
+            await asyncio.to_thread(
+                wait_until,
+                lambda: child.output().count("\n") >= 300,
+                60,
+                "the child to accept 300 events",
+            )
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+            output = child.output()
+        finally:
+            child.stop()
+        accepted = [ln for ln in output.splitlines() if len(ln) == 36]
+        stored_before = await _stored(state.stub(), state.metadata(), conversation_id)
+        assert len(stored_before) < len(accepted), "the kill came too late to test a replay"
+        assert list(spool_dir.glob("spool-*.log")), "the killed process left no spool"
+
+        replayed_before = metrics.EVENTS_REPLAYED._value.get()
+        client = BackendClient(agent_settings(tmp_path, jwt_key, port, spool_dir=spool_dir))
+        await client.start()
+        try:
+            assert await client.flush(20), f"{client.pending} writes not replayed"
+        finally:
+            await client.aclose(1)
+        stored = await _stored(state.stub(), state.metadata(), conversation_id)
+    ids = [e.event_id for e in stored]
+    assert len(ids) == len(set(ids)), "an event was stored twice"
+    assert ids[: len(accepted)] == accepted, "not every accepted event was stored, in order"
+    assert len(ids) - len(accepted) <= 1  # at most the one written as the kill landed
+    assert [e.seq for e in stored] == list(range(1, len(ids) + 1))
+    assert metrics.EVENTS_REPLAYED._value.get() > replayed_before
+    assert not list(spool_dir.glob("spool-*.log")), "replayed spools must be deleted"
+
+
+async def test_rejected_write_is_set_aside_and_later_writes_go_on(
+    tmp_path: Path, jwt_key: str
+) -> None:
+    """A write state_svc can never take (here: an event of a conversation that does not
+    exist) goes to rejected.log with the reason; it does not block the queue."""
+    port = free_port()
+    settings = state_settings("sqlite", tmp_path, jwt_key, None, port=port)
+    client = BackendClient(agent_settings(tmp_path, jwt_key, port))
+    good = uuid7()
+    async with running_state(settings, jwt_key) as state:
+        await client.start()
+        try:
+            client.create_conversation(_create(good))
+            client.append_event(uuid7(), event(text="to nowhere"))
+            client.append_event(good, event(text="kept"))
+            assert await client.flush(10)
+        finally:
+            await client.aclose(1)
+        stored = await _stored(state.stub(), state.metadata(), good)
+    assert [e.text for e in stored] == ["kept"]
+    rejected = (tmp_path / "spool" / "rejected.log").read_text()
+    assert "NOT_FOUND" in rejected
+
+
+async def test_enrichment_with_context_svc_frozen_stays_within_budget(
+    tmp_path: Path, jwt_key: str
+) -> None:
+    """context_svc stopped with SIGSTOP (it accepts connections and never answers): every
+    enrichment returns None within the budget, timeouts are counted, and after repeated
+    failures the breaker answers at once."""
+    state_port, context_port = free_port(), free_port()
+    env = {
+        "CONTEXT_PORT": str(context_port),
+        "CONTEXT_METRICS_PORT": "-1",
+        "CONTEXT_STATE_TARGET": f"127.0.0.1:{state_port}",
+        "CONTEXT_FOLLOW_FEED": "false",
+        "CONTEXT_INDEX_PATH": str(tmp_path / "context.sqlite3"),
+        "CONTEXT_AUTH_JWT_KEY": jwt_key,
+    }
+    context = ChildProcess([sys.executable, "-m", "context_svc"], tmp_path / "context.log", env=env)
+    settings = agent_settings(
+        tmp_path, jwt_key, state_port, context_port, enrich_budget_ms=200, breaker_failures=3
+    )
+    client = BackendClient(settings)
+    try:
+        await asyncio.to_thread(context.wait_for_port, context_port, 120, "context_svc")
+        await client.start()
+        answer = await client.enrich(uuid7(), "user-1", "warm up the model")
+        assert answer is not None  # it answers while running
+        timeouts_before = metrics.ENRICH_TIMEOUTS._value.get()
+        context.signal(signal.SIGSTOP)
+        durations = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert await client.enrich(uuid7(), "user-1", "where did I go on holiday?") is None
+            durations.append(time.perf_counter() - started)
+        assert max(durations) < 0.2 + 0.1, durations
+        assert metrics.ENRICH_TIMEOUTS._value.get() - timeouts_before == 3
+        started = time.perf_counter()
+        assert await client.enrich(uuid7(), "user-1", "anything") is None
+        assert time.perf_counter() - started < 0.01, "the open breaker should answer at once"
+        context.signal(signal.SIGCONT)
+        await asyncio.sleep(settings.breaker_open_s + 0.1)
+        answer = None
+        for _ in range(20):  # the probe after the pause closes the breaker again
+            answer = await client.enrich(uuid7(), "user-1", "back again")
+            if answer is not None:
+                break
+            await asyncio.sleep(0.3)
+        assert answer is not None
+    finally:
+        context.signal(signal.SIGCONT)
+        context.stop()
+        await client.aclose(1)
+
+
+def test_bad_configuration_is_a_readable_error() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "agent_svc", "start"],
+        env={**os.environ, "AGENT_ENRICH_BUDGET_MS": "-5", "OPENAI_API_KEY": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0
+    assert "enrich_budget_ms" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+async def test_unauthenticated_writes_are_kept_and_retried(tmp_path: Path, jwt_key: str) -> None:
+    """A wrong key is a configuration error, not bad data: the writes stay until fixed."""
+    port = free_port()
+    settings = state_settings("sqlite", tmp_path, jwt_key, None, port=port)
+    async with running_state(settings, jwt_key):
+        client = BackendClient(agent_settings(tmp_path, "another-key-" + "x" * 40, port))
+        await client.start()
+        try:
+            client.create_conversation(_create(uuid7()))
+            assert not await client.flush(1.0)
+            assert client.pending == 1
+        finally:
+            await client.aclose(0.1)
+    leftover = list((tmp_path / "spool").glob("spool-*.log"))
+    assert leftover, "unsent writes must stay in the spool for the next process"
