@@ -1,0 +1,267 @@
+"""The agent's hooks and handlers in a real AgentSession, offline: typed STT events drive the
+spoken-turn path (so on_user_turn_completed runs), the LLM is livekit-plugins-openai against
+the loopback fake, and state_svc and context_svc are real."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit.agents import AgentSession, llm
+from livekit.plugins import openai
+
+from agent_svc import metrics
+from agent_svc.agent import StatefulAgent
+from agent_svc.backend import BackendClient
+from agent_svc.config import AgentSettings
+from agent_svc.conversation import ConversationState
+from agent_svc.handlers import attach_handlers
+from agent_svc.metadata import UserProfile
+from agent_svc.providers import TypedTurnSTT
+from agent_svc.session import FileRoomMetadata, open_conversation
+from servicekit.ids import uuid7
+from tests.support.agent import agent_settings, event_types
+from tests.support.context import ContextHandle, context_settings, indexed, running_context, say
+from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
+from tests.support.state import StateHandle, new_conversation, running_state, state_settings
+from voiceagent.state.v1 import state_pb2 as pb
+
+CONTEXT_HEADER = "Context that may help"
+
+
+@pytest.fixture(scope="module")
+async def state(
+    tmp_path_factory: pytest.TempPathFactory, jwt_key: str
+) -> AsyncIterator[StateHandle]:
+    settings = state_settings("sqlite", tmp_path_factory.mktemp("agent-state"), jwt_key, None)
+    async with running_state(settings, jwt_key) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+async def ctx(
+    tmp_path_factory: pytest.TempPathFactory, jwt_key: str, state: StateHandle
+) -> AsyncIterator[ContextHandle]:
+    settings = context_settings(tmp_path_factory.mktemp("agent-ctx"), jwt_key, state.port)
+    async with running_context(settings, jwt_key) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[FakeOpenAI]:
+    with fake_openai() as server:
+        yield server
+
+
+@dataclass
+class RunningSession:
+    session: AgentSession[Any]
+    agent: StatefulAgent
+    state: ConversationState
+    typed: TypedTurnSTT
+    replies: asyncio.Queue[str]
+
+    async def reply(self, timeout_s: float = 20) -> str:
+        return await asyncio.wait_for(self.replies.get(), timeout_s)
+
+    async def turn(self, text: str) -> str:
+        self.typed.type_line(text)
+        return await self.reply()
+
+
+@contextlib.asynccontextmanager
+async def agent_session(
+    settings: AgentSettings, room_file: Path, profile: UserProfile, llm_base_url: str
+) -> AsyncIterator[RunningSession]:
+    backend = BackendClient(settings)
+    await backend.start()
+    state = await open_conversation(
+        settings=settings,
+        backend=backend,
+        room=FileRoomMetadata(room_file),
+        room_name=room_file.stem,
+        profile=profile,
+        participant_identity=f"identity-{profile.user_id}",
+    )
+    typed = TypedTurnSTT()
+    session: AgentSession[Any] = AgentSession(
+        stt=typed,
+        llm=openai.LLM(model="gpt-4.1-mini", base_url=llm_base_url, api_key="test-key"),
+        vad=None,
+        turn_handling={
+            "turn_detection": "stt",
+            "endpointing": {"min_delay": 0.0, "max_delay": 0.5},
+            "preemptive_generation": {"enabled": False},
+        },
+    )
+    attach_handlers(session, state)
+    replies: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_item(ev: Any) -> None:
+        if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant":
+            replies.put_nowait(ev.item.text_content or "")
+
+    session.on("conversation_item_added", on_item)
+    agent = StatefulAgent(state, settings)
+    await session.start(agent=agent)
+    try:
+        yield RunningSession(session, agent, state, typed, replies)
+    finally:
+        await session.aclose()
+        assert await backend.flush(10), "writes not stored"
+        await backend.aclose(1)
+
+
+def _chat_requests(server: FakeOpenAI) -> list[list[dict[str, Any]]]:
+    return [r.json["messages"] for r in server.requests_to("/chat/completions")]
+
+
+def _context_messages(messages: list[dict[str, Any]]) -> list[str]:
+    return [
+        message_text(m)
+        for m in messages
+        if m.get("role") in ("system", "developer") and message_text(m).startswith(CONTEXT_HEADER)
+    ]
+
+
+async def test_turns_are_enriched_persisted_and_resumed(
+    tmp_path: Path, jwt_key: str, state: StateHandle, ctx: ContextHandle, llm_server: FakeOpenAI
+) -> None:
+    user = f"user-{uuid7()[-6:]}"
+    earlier = await new_conversation(state, user_ids=(user,))
+    before = ctx.domain.turns_by_tenant.get("tenant-a", 0)
+    await say(
+        state,
+        earlier.conversation_id,
+        [("user", "My sister Maria lives in Porto."), ("agent", "How lovely!")],
+    )
+    await indexed(ctx, "tenant-a", before + 2)
+    settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port, enrich_budget_ms=2000)
+    room = tmp_path / "room-1.json"
+    profile = UserProfile(user_id=user, display_name="Ana", preferences={"language": "en"})
+    llm_server.clear()
+
+    async with agent_session(settings, room, profile, llm_server.base_url) as run:
+        assert run.state.resumed is False
+        assert await run.reply() == "Hello, Ana! How can I help you today?"
+        assert await run.turn("Where does my sister live?") == "I heard: Where does my sister live?"
+        first = _chat_requests(llm_server)[-1]
+        injected = _context_messages(first)
+        assert len(injected) == 1 and "Porto" in injected[0], first
+        await run.turn("Thanks a lot.")
+        second = _chat_requests(llm_server)[-1]
+        # Context is injected for one reply only: the second request has only its own.
+        assert len(_context_messages(second)) <= 1
+        assert any("Where does my sister live?" == message_text(m) for m in second)
+        conversation_id = run.state.conversation_id
+        assert run.state.history.last("user") is not None
+
+    stub, md = state.stub(), state.metadata()
+    history = (
+        await stub.GetHistory(pb.GetHistoryRequest(conversation_id=conversation_id), metadata=md)
+    ).events
+    types = event_types(list(history))
+    assert types.count("EVENT_TYPE_TRANSCRIPTION") == 2
+    assert types.count("EVENT_TYPE_USER_MESSAGE") == 2
+    # The greeting, two replies and the farewell.
+    assert types.count("EVENT_TYPE_AGENT_MESSAGE") == 4
+    assert types.count("EVENT_TYPE_TTS_SPEECH") == 4
+    user_texts = [e.text for e in history if e.type == pb.EVENT_TYPE_USER_MESSAGE]
+    assert user_texts == ["Where does my sister live?", "Thanks a lot."]
+    speech = [e.speech for e in history if e.type == pb.EVENT_TYPE_TTS_SPEECH]
+    assert {s.source for s in speech} == {"say", "generate_reply"}
+    conversation = (
+        await stub.GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation_id), metadata=md
+        )
+    ).conversation
+    assert conversation.status == pb.CONVERSATION_STATUS_ENDED
+    assert conversation.end_reason
+    snapshot = (
+        await stub.GetLatestSnapshot(
+            pb.GetLatestSnapshotRequest(conversation_id=conversation_id), metadata=md
+        )
+    ).snapshot
+    assert [i.text for i in snapshot.history if i.role == pb.ROLE_USER] == user_texts
+    profile_stored = (await stub.GetUser(pb.GetUserRequest(user_id=user), metadata=md)).user
+    assert profile_stored.display_name == "Ana"
+
+    # The same room again: the conversation resumes, it is not created twice.
+    llm_server.clear()
+    async with agent_session(settings, room, profile, llm_server.base_url) as run:
+        assert run.state.resumed is True
+        assert run.state.conversation_id == conversation_id
+        assert await run.reply() == "Welcome back, Ana! Shall we pick up where we left off?"
+        await run.turn("What did I ask you before?")
+        messages = _chat_requests(llm_server)[-1]
+        texts = [message_text(m) for m in messages]
+        assert "Where does my sister live?" in texts, "history not restored into the chat context"
+        assert any("continues an earlier session" in t for t in texts)
+    listed = await stub.ListConversations(pb.ListConversationsRequest(user_id=user), metadata=md)
+    assert len(listed.conversations) == 2  # the seeded one and ours, not a third
+
+
+async def test_profile_change_during_session_updates_instructions_and_profile(
+    tmp_path: Path, jwt_key: str, state: StateHandle, ctx: ContextHandle, llm_server: FakeOpenAI
+) -> None:
+    user = f"user-{uuid7()[-6:]}"
+    settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port)
+    async with agent_session(
+        settings, tmp_path / "room-2.json", UserProfile(user_id=user), llm_server.base_url
+    ) as run:
+        assert await run.reply() == "Hello! How can I help you today?"
+        await run.agent.update_profile(
+            UserProfile(
+                user_id=user, display_name="Bea", preferences={"language": "de", "tone": "casual"}
+            )
+        )
+        llm_server.clear()
+        await run.turn("Hallo!")
+        instructions = " ".join(
+            message_text(m)
+            for m in _chat_requests(llm_server)[-1]
+            if m.get("role") in ("system", "developer")
+        )
+        assert "Bea" in instructions and "'de'" in instructions and "casual" in instructions
+    stored = (
+        await state.stub().GetUser(pb.GetUserRequest(user_id=user), metadata=state.metadata())
+    ).user
+    assert stored.display_name == "Bea"
+    assert stored.preferences["language"] == "de"
+
+
+async def test_turn_goes_on_within_budget_when_context_svc_hangs(
+    tmp_path: Path, jwt_key: str, state: StateHandle, llm_server: FakeOpenAI
+) -> None:
+    """A context_svc that accepts connections and never answers: the reply still comes,
+    the hook adds no more than the budget, and the timeout is counted."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # never accepted: connections hang in the backlog
+        settings = agent_settings(
+            tmp_path, jwt_key, state.port, hung.getsockname()[1], enrich_budget_ms=150
+        )
+        timeouts = metrics.ENRICH_TIMEOUTS._value.get()
+        hook_sum, hook_count = metrics.TURN_HOOK_SECONDS._sum.get(), _hook_count()
+        async with agent_session(
+            settings, tmp_path / "room-3.json", UserProfile(user_id="user-h"), llm_server.base_url
+        ) as run:
+            await run.reply()
+            assert await run.turn("Is anyone there?") == "I heard: Is anyone there?"
+        assert metrics.ENRICH_TIMEOUTS._value.get() == timeouts + 1
+        added = metrics.TURN_HOOK_SECONDS._sum.get() - hook_sum
+        assert _hook_count() == hook_count + 1
+        assert added < 0.150 + 0.1, f"the hook took {added * 1000:.0f} ms"
+
+
+def _hook_count() -> float:
+    for sample in metrics.TURN_HOOK_SECONDS.collect()[0].samples:
+        if sample.name.endswith("_count"):
+            return sample.value
+    return 0.0
