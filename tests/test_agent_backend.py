@@ -127,7 +127,14 @@ async def test_killed_job_process_spool_replayed_by_next_process(
         script = tmp_path / "child.py"
         script.write_text(_CHILD)
         child = ChildProcess(
-            [sys.executable, str(script), f"127.0.0.1:{port}", jwt_key, str(spool_dir), conversation_id],
+            [
+                sys.executable,
+                str(script),
+                f"127.0.0.1:{port}",
+                jwt_key,
+                str(spool_dir),
+                conversation_id,
+            ],
             tmp_path / "child.log",
             env={"PYTHONPATH": str(Path.cwd())},
         )

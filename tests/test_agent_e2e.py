@@ -1,0 +1,241 @@
+"""End to end with a real LiveKit server: the worker registers, is dispatched explicitly, a
+participant speaks (espeak-ng speech over WebRTC), Silero VAD finds the turn, STT, LLM and
+TTS answer (the OpenAI fake on loopback), and the participant hears the agent. Then the
+worker is killed with SIGKILL, a new one is dispatched into the same room, and the
+conversation resumes with its history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livekit import api, rtc
+
+from tests.support.agent import AGENT_NAME, kill_process_group, running_agent_worker
+from tests.support.context import ContextHandle, context_settings, running_context
+from tests.support.fake_openai import fake_openai
+from tests.support.livekit import LiveKitServer
+from tests.support.speech import silence_frames, speech_frames
+from tests.support.state import StateHandle, running_state, state_settings
+from voiceagent.state.v1 import state_pb2 as pb
+
+pytestmark = pytest.mark.livekit
+
+SPOKEN = "My favourite colour is blue."
+
+
+@pytest.fixture
+async def state(tmp_path: Path, jwt_key: str) -> AsyncIterator[StateHandle]:
+    async with running_state(state_settings("sqlite", tmp_path, jwt_key, None), jwt_key) as h:
+        yield h
+
+
+@pytest.fixture
+async def ctx(tmp_path: Path, jwt_key: str, state: StateHandle) -> AsyncIterator[ContextHandle]:
+    async with running_context(context_settings(tmp_path, jwt_key, state.port), jwt_key) as h:
+        yield h
+
+
+class Caller:
+    """A participant joined with the rtc SDK: publishes a microphone track, listens to the agent."""
+
+    def __init__(self) -> None:
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(48000, 1)
+        self.heard_frames = 0  # agent audio frames with sound in them
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def join(self, server: LiveKitServer, room_name: str) -> None:
+        token = (
+            api.AccessToken(server.api_key, server.api_secret)
+            .with_identity("caller-1")
+            .with_metadata(json.dumps({"user_id": "user-e2e", "display_name": "Eve"}))
+            .with_grants(api.VideoGrants(room_join=True, room=room_name))
+            .to_jwt()
+        )
+
+        @self.room.on("track_subscribed")
+        def _subscribed(track: rtc.Track, *_: object) -> None:
+            if track.kind == rtc.TrackKind.KIND_AUDIO:
+                self._tasks.append(asyncio.create_task(self._listen(track)))
+
+        await self.room.connect(server.url, token)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await self.room.local_participant.publish_track(track, options)
+
+    async def _listen(self, track: rtc.Track) -> None:
+        async for event in rtc.AudioStream(track, sample_rate=24000, num_channels=1):
+            samples = np.frombuffer(event.frame.data, dtype=np.int16)
+            if samples.size and int(np.abs(samples).max()) > 500:
+                self.heard_frames += 1
+
+    async def speak(self, frames: list[rtc.AudioFrame]) -> None:
+        for frame in frames:  # capture_frame paces the audio in real time
+            await self.source.capture_frame(frame)
+
+    async def leave(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.room.disconnect()
+
+
+async def _eventually(check: object, what: str, timeout_s: float = 60) -> object:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await check()  # type: ignore[operator]
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def test_voice_conversation_end_to_end_and_resume_after_worker_kill(
+    tmp_path: Path,
+    jwt_key: str,
+    livekit: LiveKitServer,
+    state: StateHandle,
+    ctx: ContextHandle,
+) -> None:
+    room_name = "e2e-room"
+    speech = speech_frames(SPOKEN, tmp_path, trailing_silence_s=1.5)
+    lkapi = api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret)
+    caller = Caller()
+    stub, md = state.stub(), state.metadata()
+
+    async def room_metadata() -> dict[str, object]:
+        rooms = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[room_name]))
+        raw = rooms.rooms[0].metadata if rooms.rooms else ""
+        return json.loads(raw) if raw else {}
+
+    async def history(conversation_id: str) -> list[pb.Event]:
+        reply = await stub.GetHistory(
+            pb.GetHistoryRequest(conversation_id=conversation_id), metadata=md
+        )
+        return list(reply.events)
+
+    with fake_openai(transcriber=[SPOKEN]) as openai_server:
+        try:
+            await lkapi.room.create_room(
+                api.CreateRoomRequest(name=room_name, metadata=json.dumps({"app": "e2e"}))
+            )
+            await caller.join(livekit, room_name)
+            with running_agent_worker(
+                tmp_path,
+                livekit,
+                f"127.0.0.1:{state.port}",
+                f"127.0.0.1:{ctx.port}",
+                jwt_key,
+                openai_server.base_url,
+            ) as worker:
+                await lkapi.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room_name)
+                )
+
+                async def conversation_id() -> str:
+                    meta = await room_metadata()
+                    return str(meta.get("conversation_id", ""))
+
+                cid = str(
+                    await _eventually(conversation_id, "the conversation id in room metadata")
+                )
+                assert (await room_metadata())["app"] == "e2e", "other metadata keys must be kept"
+
+                async def greeted() -> bool:
+                    return caller.heard_frames > 10
+
+                await _eventually(greeted, "the agent's greeting audio")
+                heard_before = caller.heard_frames
+                await caller.speak(speech)
+                await caller.speak(silence_frames(0.5))
+
+                async def stored_turn() -> bool:
+                    types = [e.type for e in await history(cid)]
+                    return (
+                        pb.EVENT_TYPE_TRANSCRIPTION in types
+                        and pb.EVENT_TYPE_USER_MESSAGE in types
+                        and types.count(pb.EVENT_TYPE_AGENT_MESSAGE) >= 2
+                        and types.count(pb.EVENT_TYPE_TTS_SPEECH) >= 2
+                    )
+
+                await _eventually(stored_turn, "the turn stored in state_svc", 90)
+
+                async def heard_reply() -> bool:
+                    return caller.heard_frames > heard_before + 10
+
+                await _eventually(heard_reply, "the agent's reply audio")
+                events = await history(cid)
+                transcription = next(e for e in events if e.type == pb.EVENT_TYPE_TRANSCRIPTION)
+                assert transcription.text == SPOKEN and transcription.transcription.final
+                user = next(e for e in events if e.type == pb.EVENT_TYPE_USER_MESSAGE)
+                assert user.text == SPOKEN
+                replies = [e.text for e in events if e.type == pb.EVENT_TYPE_AGENT_MESSAGE]
+                assert replies[0] == "Hello, Eve! How can I help you today?"
+                assert f"I heard: {SPOKEN}" in replies
+                uploads = openai_server.transcription_durations
+                assert uploads and (uploads[0] or 0) > 1.0, "STT got no real speech segment"
+                assert worker.metric("agent_turns_total") >= 1
+                assert worker.metric("agent_events_sent_total") >= 5
+                kill_process_group(worker.process)
+
+            # A new worker process; the killed job never said goodbye or ended anything.
+            with running_agent_worker(
+                tmp_path,
+                livekit,
+                f"127.0.0.1:{state.port}",
+                f"127.0.0.1:{ctx.port}",
+                jwt_key,
+                openai_server.base_url,
+                log_name="agent-worker-2.log",
+            ) as worker:
+                await lkapi.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room_name)
+                )
+
+                async def welcomed_back() -> bool:
+                    texts = [e.text for e in await history(cid)]
+                    return "Welcome back, Eve! Shall we pick up where we left off?" in texts
+
+                await _eventually(welcomed_back, "the resumed greeting", 90)
+                assert (await room_metadata())["conversation_id"] == cid
+                listed = await stub.ListConversations(
+                    pb.ListConversationsRequest(user_id="user-e2e"), metadata=md
+                )
+                assert [c.conversation_id for c in listed.conversations] == [cid]
+                events = await history(cid)
+                seqs = [e.seq for e in events]
+                assert seqs == list(range(1, len(seqs) + 1))
+                ids = [e.event_id for e in events]
+                assert len(ids) == len(set(ids))
+
+                # SIGTERM: the worker drains its job; on_exit says goodbye to the caller who
+                # is still there, saves the snapshot and ends the conversation, and the
+                # shutdown callback flushes every write before the process exits.
+                worker.process.signal(signal.SIGTERM)
+                await asyncio.to_thread(worker.process.wait, 30)
+                texts = [e.text for e in await history(cid)]
+                assert texts[-1] == "Goodbye, Eve, talk to you soon." or (
+                    "Goodbye, Eve, talk to you soon." in texts
+                )
+                conversation = (
+                    await stub.GetConversation(
+                        pb.GetConversationRequest(conversation_id=cid), metadata=md
+                    )
+                ).conversation
+                assert conversation.status == pb.CONVERSATION_STATUS_ENDED
+                snapshot = (
+                    await stub.GetLatestSnapshot(
+                        pb.GetLatestSnapshotRequest(conversation_id=cid), metadata=md
+                    )
+                ).snapshot
+                assert SPOKEN in [item.text for item in snapshot.history]
+                assert not list(worker.spool_dir.glob("spool-*.log")), "writes left unsent"
+        finally:
+            await caller.leave()
+            await lkapi.aclose()
