@@ -479,6 +479,34 @@ def test_the_metric_check_catches_typos(services: Services) -> None:
     ]
 
 
+def _helm_test_command(component: str, target: str) -> list[str]:
+    """The `helm test` hook's command for a component, aimed at a local address."""
+    pods = of_kind(helm.render_ci("default-values.yaml"), "Pod")
+    pod = next(p for p in pods if p["metadata"]["name"] == helm.component_name(f"test-{component}"))
+    command: list[str] = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"]
+    return [sys.executable, "-c", command[2], target, *command[4:]]
+
+
+@pytest.mark.parametrize("component", ["state", "context"])
+def test_helm_test_hooks_pass_against_the_running_services(
+    services: Services, component: str
+) -> None:
+    target = services.state_target if component == "state" else services.context_target
+    ok = subprocess.run(
+        _helm_test_command(component, target), capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count(": SERVING") == 2  # overall and the named service
+    refused = subprocess.run(
+        _helm_test_command(component, f"127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+
+
 def test_state_and_context_export_every_metric_the_chart_queries(
     services: Services, expressions: list[Expression]
 ) -> None:
@@ -507,6 +535,13 @@ def test_agent_worker_exports_every_metric_the_chart_queries(
         tmp_path, livekit, services.state_target, services.context_target, services.jwt_key
     ) as worker:
         text = scrape(worker.metrics_url)
+        hook = subprocess.run(
+            _helm_test_command("agent", worker.health_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert hook.returncode == 0, hook.stdout + hook.stderr
     exported = Exported(labels=dict(services.exported.labels), declared=services.exported.declared)
     agent_only = Exported()
     agent_only.add_scrape(text)
