@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test setup tools proto check pytest clean bench-state bench-context
+.PHONY: run test setup tools proto check pytest clean bench-state bench-context bench-agent
 
 run: setup ## set up, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
 	@bash scripts/run.sh
@@ -35,6 +35,9 @@ DATASET ?= ../shared/datasets/locomo-dev/locomo-dev.json
 bench-context: setup ## context_svc recall@k and Enrich latency on LoCoMo-format DATASET, then 100k generated turns
 	@$(PY) -m bench.bench_context --mode locomo --dataset $(DATASET) $(BENCH_ARGS)
 	@$(PY) -m bench.bench_context --mode generated --backend sqlite $(BENCH_ARGS_GENERATED)
+
+bench-agent: setup ## handler hand-off time and on_user_turn_completed latency, context_svc up and hung
+	@$(PY) -m bench.bench_agent $(BENCH_ARGS)
 
 clean: ## remove the venv and built tools
 	rm -rf .venv .tools .run

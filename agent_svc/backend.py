@@ -112,6 +112,8 @@ class BackendClient:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._enqueued = 0
+        self._counted = 0
         self._sender: asyncio.Task[None] | None = None
         self._spool: EventSpool | None = None
         self._orphans: list[OrphanSpool] = []
@@ -169,6 +171,7 @@ class BackendClient:
         spool file for the next process."""
         flushed = await self.flush(timeout_s or self._settings.flush_timeout_s)
         self._closing = True
+        self._publish_counts()
         self._wakeup.set()
         if self._sender is not None:
             self._sender.cancel()
@@ -210,9 +213,9 @@ class BackendClient:
         if spool is None or self._closing:
             raise RuntimeError("BackendClient is not running")
         spool.append(encode_record(op, conversation_id, message.SerializeToString()))
-        metrics.EVENTS_QUEUED.inc()
-        metrics.EVENTS_SPOOLED.inc()
-        metrics.SPOOL_PENDING.inc()
+        # Counted by the sender (_publish_counts): metric updates are file writes in
+        # multiprocess mode, too slow for a handler.
+        self._enqueued += 1
         if self._overflow_from is None and len(self._queue) < self._settings.queue_max_events:
             self._queue.append(_Write(op, conversation_id, message, spool))
         elif self._overflow_from is None:
@@ -254,9 +257,18 @@ class BackendClient:
             batch.append(write)
         return batch
 
+    def _publish_counts(self) -> None:
+        new = self._enqueued - self._counted
+        if new:
+            self._counted = self._enqueued
+            metrics.EVENTS_QUEUED.inc(new)
+            metrics.EVENTS_SPOOLED.inc(new)
+            metrics.SPOOL_PENDING.inc(new)
+
     async def _send_loop(self) -> None:
         backoff = 0.05
         while True:
+            self._publish_counts()
             if not self._queue:
                 await asyncio.to_thread(self._refill_from_spool)
             if not self._queue:
@@ -278,7 +290,8 @@ class BackendClient:
                 await asyncio.sleep(linger - waited)
             batch = self._next_batch()
             try:
-                await asyncio.to_thread(batch[0].spool.sync)
+                if self._settings.spool_fsync:
+                    await asyncio.to_thread(batch[0].spool.sync)
                 await self._send(batch)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _PERMANENT:
@@ -298,6 +311,7 @@ class BackendClient:
             self._acknowledge(batch)
 
     def _acknowledge(self, batch: list[_Write]) -> None:
+        self._publish_counts()
         for _ in batch:
             self._queue.popleft()
         spool = batch[0].spool

@@ -35,7 +35,14 @@ def _now() -> Timestamp:
 
 def _struct(values: dict[str, Any]) -> Struct:
     s = Struct()
-    s.update({k: v for k, v in values.items() if v is not None})
+    for key, value in values.items():
+        # Set field by field: Struct.update is several times slower on the handler path.
+        if isinstance(value, bool):
+            s.fields[key].bool_value = value
+        elif isinstance(value, int | float):
+            s.fields[key].number_value = value
+        elif isinstance(value, str):
+            s.fields[key].string_value = value
     return s
 
 

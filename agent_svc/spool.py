@@ -11,8 +11,8 @@ Records carry client-generated ids, so a record that was stored but whose ack li
 never written is a harmless duplicate that state_svc recognises.
 
 Each record is one `os.write` to the kernel: it survives the process being killed the
-moment the call returns. The sender fsyncs before each send, so a record is also on disk
-before it can be acknowledged (power loss can only lose records not yet sent).
+moment the call returns. With AGENT_SPOOL_FSYNC the sender also fsyncs before each send
+(for a spool on a persistent volume that must survive the machine).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ _PREFIX = "spool-"
 _SUFFIX = ".log"
 # Truncate an own spool whose records are all acknowledged once it is this large.
 _COMPACT_BYTES = 1 << 20
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,15 @@ class SpoolRecord:
 
 
 def encode_record(op: str, conversation_id: str, message: bytes) -> bytes:
-    body = {"op": op, "c": conversation_id, "m": base64.b64encode(message).decode("ascii")}
-    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+    # Formatted by hand (this runs inside session event handlers): op names and ids are
+    # plain ASCII, checked here so the line is always valid JSON.
+    if not (op.isidentifier() and (not conversation_id or _SAFE_ID.fullmatch(conversation_id))):
+        raise ValueError(f"unsafe spool record key: {op!r}, {conversation_id!r}")
+    return b'{"op":"%s","c":"%s","m":"%s"}\n' % (
+        op.encode(),
+        conversation_id.encode(),
+        base64.b64encode(message),
+    )
 
 
 def _parse(path: Path) -> tuple[list[SpoolRecord], int]:

@@ -28,7 +28,9 @@ def uuid7() -> str:
         ms, counter = _last_ms, _counter
     rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
+    # Formatted directly: a third of the cost of str(uuid.UUID(int=...)) on the hot path.
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def is_uuid(text: str) -> bool:

@@ -12,10 +12,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from agent_svc import metrics
 from agent_svc.backend import BackendClient
 from servicekit.ids import uuid7
-from tests.support.agent import agent_settings
+from tests.support.agent import agent_settings, sample
 from tests.support.processes import ChildProcess, free_port, wait_until
 from tests.support.state import event, running_state, state_settings
 from voiceagent.state.v1 import state_pb2 as pb
@@ -155,7 +154,7 @@ async def test_killed_job_process_spool_replayed_by_next_process(
         assert len(stored_before) < len(accepted), "the kill came too late to test a replay"
         assert list(spool_dir.glob("spool-*.log")), "the killed process left no spool"
 
-        replayed_before = metrics.EVENTS_REPLAYED._value.get()
+        replayed_before = sample("agent_events_replayed_total")
         client = BackendClient(agent_settings(tmp_path, jwt_key, port, spool_dir=spool_dir))
         await client.start()
         try:
@@ -168,7 +167,7 @@ async def test_killed_job_process_spool_replayed_by_next_process(
     assert ids[: len(accepted)] == accepted, "not every accepted event was stored, in order"
     assert len(ids) - len(accepted) <= 1  # at most the one written as the kill landed
     assert [e.seq for e in stored] == list(range(1, len(ids) + 1))
-    assert metrics.EVENTS_REPLAYED._value.get() > replayed_before
+    assert sample("agent_events_replayed_total") > replayed_before
     assert not list(spool_dir.glob("spool-*.log")), "replayed spools must be deleted"
 
 
@@ -221,7 +220,7 @@ async def test_enrichment_with_context_svc_frozen_stays_within_budget(
         await client.start()
         answer = await client.enrich(uuid7(), "user-1", "warm up the model")
         assert answer is not None  # it answers while running
-        timeouts_before = metrics.ENRICH_TIMEOUTS._value.get()
+        timeouts_before = sample("agent_enrich_timeouts_total")
         context.signal(signal.SIGSTOP)
         durations = []
         for _ in range(3):
@@ -229,7 +228,7 @@ async def test_enrichment_with_context_svc_frozen_stays_within_budget(
             assert await client.enrich(uuid7(), "user-1", "where did I go on holiday?") is None
             durations.append(time.perf_counter() - started)
         assert max(durations) < 0.2 + 0.1, durations
-        assert metrics.ENRICH_TIMEOUTS._value.get() - timeouts_before == 3
+        assert sample("agent_enrich_timeouts_total") - timeouts_before == 3
         started = time.perf_counter()
         assert await client.enrich(uuid7(), "user-1", "anything") is None
         assert time.perf_counter() - started < 0.01, "the open breaker should answer at once"

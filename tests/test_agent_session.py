@@ -16,7 +16,6 @@ import pytest
 from livekit.agents import AgentSession, llm
 from livekit.plugins import openai
 
-from agent_svc import metrics
 from agent_svc.agent import StatefulAgent
 from agent_svc.backend import BackendClient
 from agent_svc.config import AgentSettings
@@ -26,7 +25,7 @@ from agent_svc.metadata import UserProfile
 from agent_svc.providers import TypedTurnSTT
 from agent_svc.session import FileRoomMetadata, open_conversation
 from servicekit.ids import uuid7
-from tests.support.agent import agent_settings, event_types
+from tests.support.agent import agent_settings, event_types, sample
 from tests.support.context import ContextHandle, context_settings, indexed, running_context, say
 from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
 from tests.support.state import StateHandle, new_conversation, running_state, state_settings
@@ -153,12 +152,13 @@ async def test_turns_are_enriched_persisted_and_resumed(
         assert await run.turn("Where does my sister live?") == "I heard: Where does my sister live?"
         first = _chat_requests(llm_server)[-1]
         injected = _context_messages(first)
-        assert len(injected) == 1 and "Porto" in injected[0], first
+        assert len(injected) == 1, first
+        assert "Porto" in injected[0], first
         await run.turn("Thanks a lot.")
         second = _chat_requests(llm_server)[-1]
         # Context is injected for one reply only: the second request has only its own.
         assert len(_context_messages(second)) <= 1
-        assert any("Where does my sister live?" == message_text(m) for m in second)
+        assert any(message_text(m) == "Where does my sister live?" for m in second)
         conversation_id = run.state.conversation_id
         assert run.state.history.last("user") is not None
 
@@ -228,7 +228,9 @@ async def test_profile_change_during_session_updates_instructions_and_profile(
             for m in _chat_requests(llm_server)[-1]
             if m.get("role") in ("system", "developer")
         )
-        assert "Bea" in instructions and "'de'" in instructions and "casual" in instructions
+        assert "Bea" in instructions
+        assert "'de'" in instructions
+        assert "casual" in instructions
     stored = (
         await state.stub().GetUser(pb.GetUserRequest(user_id=user), metadata=state.metadata())
     ).user
@@ -247,21 +249,17 @@ async def test_turn_goes_on_within_budget_when_context_svc_hangs(
         settings = agent_settings(
             tmp_path, jwt_key, state.port, hung.getsockname()[1], enrich_budget_ms=150
         )
-        timeouts = metrics.ENRICH_TIMEOUTS._value.get()
-        hook_sum, hook_count = metrics.TURN_HOOK_SECONDS._sum.get(), _hook_count()
+        timeouts = sample("agent_enrich_timeouts_total")
+        hook_sum, hook_count = (
+            sample("agent_turn_hook_seconds_sum"),
+            sample("agent_turn_hook_seconds_count"),
+        )
         async with agent_session(
             settings, tmp_path / "room-3.json", UserProfile(user_id="user-h"), llm_server.base_url
         ) as run:
             await run.reply()
             assert await run.turn("Is anyone there?") == "I heard: Is anyone there?"
-        assert metrics.ENRICH_TIMEOUTS._value.get() == timeouts + 1
-        added = metrics.TURN_HOOK_SECONDS._sum.get() - hook_sum
-        assert _hook_count() == hook_count + 1
+        assert sample("agent_enrich_timeouts_total") == timeouts + 1
+        added = sample("agent_turn_hook_seconds_sum") - hook_sum
+        assert sample("agent_turn_hook_seconds_count") == hook_count + 1
         assert added < 0.150 + 0.1, f"the hook took {added * 1000:.0f} ms"
-
-
-def _hook_count() -> float:
-    for sample in metrics.TURN_HOOK_SECONDS.collect()[0].samples:
-        if sample.name.endswith("_count"):
-            return sample.value
-    return 0.0

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from livekit.agents import llm
 
-from agent_svc import metrics
 from agent_svc.breaker import CircuitBreaker
 from agent_svc.history import HistoryWindow, Turn
 from agent_svc.metadata import (
@@ -20,10 +19,11 @@ from agent_svc.metadata import (
 from agent_svc.providers import OFFLINE_LABEL, offline_reply
 from agent_svc.spool import EventSpool, claim_orphans, encode_record
 from servicekit.ids import uuid7
+from tests.support.agent import sample
 
 
 def _invalid(kind: str) -> float:
-    return metrics.METADATA_INVALID.labels(kind)._value.get()
+    return sample("agent_metadata_invalid_total", kind=kind)
 
 
 def test_room_metadata_merge_keeps_other_keys() -> None:
@@ -52,11 +52,14 @@ def test_participant_metadata_parsed_into_a_profile() -> None:
         }
     )
     profile = parse_participant_metadata(raw, "identity-1")
-    assert profile.user_id == "u-1" and profile.display_name == "Ana"
-    assert profile.language == "de" and profile.tone == "casual"
+    assert profile.user_id == "u-1"
+    assert profile.display_name == "Ana"
+    assert profile.language == "de"
+    assert profile.tone == "casual"
     assert "nested" not in profile.preferences  # only scalar preferences are kept
     top_level = parse_participant_metadata('{"language": "fr"}', "identity-2")
-    assert top_level.user_id == "identity-2" and top_level.language == "fr"
+    assert top_level.user_id == "identity-2"
+    assert top_level.language == "fr"
 
 
 def test_malformed_participant_metadata_falls_back_to_identity() -> None:
@@ -69,7 +72,8 @@ def test_malformed_participant_metadata_falls_back_to_identity() -> None:
         json.dumps({"display_name": "x" * 500}),
     ):
         profile = parse_participant_metadata(raw, "identity-9")
-        assert profile.user_id == "identity-9" and profile.display_name == ""
+        assert profile.user_id == "identity-9"
+        assert profile.display_name == ""
     assert _invalid("participant") == before + 5
     assert parse_participant_metadata("", "identity-9").user_id == "identity-9"
 
@@ -102,7 +106,8 @@ def test_breaker_opens_then_probes_once_then_closes() -> None:
     now[0] = 10.3
     assert breaker.allow()
     breaker.record_success()
-    assert breaker.allow() and breaker.allow()
+    assert breaker.allow()
+    assert breaker.allow()
 
 
 def test_spool_tolerates_a_torn_last_line(tmp_path: Path) -> None:

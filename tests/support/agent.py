@@ -149,3 +149,10 @@ def kill_process_group(process: ChildProcess) -> None:
 
 def event_types(events: list[pb.Event]) -> list[str]:
     return [pb.EventType.Name(e.type) for e in events]
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's current value in this process's registry (0 when not yet created)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
