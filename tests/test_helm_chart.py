@@ -178,6 +178,11 @@ def test_wrong_values_fail_at_install(set_values: dict[str, Any], message: str) 
             {"context.embedding.backend": "openai"},
             "needs openai.apiKey or openai.existingSecret",
         ),
+        (
+            "default-values.yaml",
+            {"state.enabled": False, "context.enabled": False},
+            "the agent stores every conversation through state_svc",
+        ),
     ],
 )
 def test_inconsistent_values_fail_with_a_message(
@@ -327,6 +332,12 @@ def test_agent_settings_follow_the_values() -> None:
     assert env["AGENT_NAME"] == "voiceagent"
     assert env["AGENT_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
     assert env["AGENT_ENRICH_BUDGET_MS"] == "200"
+
+
+def test_livekit_url_may_come_from_the_existing_secret() -> None:
+    manifests = render_ci("production-values.yaml", {"livekit.url": "", "livekit.urlKey": "ws-url"})
+    env = workload(manifests, "agent").env("agent")
+    assert env["LIVEKIT_URL"] == {"secretKeyRef": {"name": "voiceagent-livekit", "key": "ws-url"}}
 
 
 def test_images_follow_registry_tag_and_digest() -> None:
