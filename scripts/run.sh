@@ -3,7 +3,8 @@
 # conversation with the agent in this terminal (`python -m agent_svc chat`). When the chat
 # ends, the services stop; run it again to resume the same conversation.
 #   scripts/run.sh [--services-only] [chat options, e.g. --room demo --user ana --name Ana]
-# A development signing key lives in .run/dev-jwt-key; a token for grpcurl is printed.
+# Everything it keeps (the stores, a development signing key, logs) lives in RUN_DIR
+# (default .run); a token for grpcurl is printed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -16,8 +17,9 @@ py=.venv/bin/python
 grpcurl=.tools/bin/grpcurl
 command -v "$grpcurl" >/dev/null 2>&1 || grpcurl="$(command -v grpcurl || true)"
 
-mkdir -p .run
-key_file=.run/dev-jwt-key
+run_dir="${RUN_DIR:-.run}"
+mkdir -p "$run_dir"
+key_file="$run_dir/dev-jwt-key"
 if [[ ! -s "$key_file" ]]; then
   "$py" -c 'import secrets; print(secrets.token_urlsafe(48))' >"$key_file"
   chmod 600 "$key_file"
@@ -47,11 +49,13 @@ trap stop EXIT
 trap 'stopping=1' INT TERM
 
 STATE_PORT="$state_port" STATE_METRICS_PORT="${STATE_METRICS_PORT:-9101}" \
-  STATE_AUTH_JWT_KEY_FILE="$key_file" "$py" -m state_svc 2>.run/state_svc.log &
+  STATE_AUTH_JWT_KEY_FILE="$key_file" STATE_SQLITE_PATH="$run_dir/state.sqlite3" \
+  "$py" -m state_svc 2>"$run_dir/state_svc.log" &
 pids+=($!)
 CONTEXT_PORT="$context_port" CONTEXT_METRICS_PORT="${CONTEXT_METRICS_PORT:-9102}" \
   CONTEXT_STATE_TARGET="127.0.0.1:$state_port" \
-  CONTEXT_AUTH_JWT_KEY_FILE="$key_file" "$py" -m context_svc 2>.run/context_svc.log &
+  CONTEXT_AUTH_JWT_KEY_FILE="$key_file" CONTEXT_INDEX_PATH="$run_dir/context.sqlite3" \
+  "$py" -m context_svc 2>"$run_dir/context_svc.log" &
 pids+=($!)
 
 "$py" - "$state_port" "$context_port" <<'PY'
@@ -70,7 +74,7 @@ async def wait_serving(port: int) -> None:
             except grpc.aio.AioRpcError:
                 pass
             await asyncio.sleep(0.1)
-    sys.exit(f"run: the service on port {port} did not become SERVING; see .run/*.log")
+    sys.exit(f"run: the service on port {port} did not become SERVING; see the logs in RUN_DIR")
 
 async def main() -> None:
     await asyncio.gather(*(wait_serving(int(p)) for p in sys.argv[1:]))
@@ -85,7 +89,7 @@ cat <<INFO
 
   state_svc    127.0.0.1:$state_port   (health SERVING, metrics http://127.0.0.1:${STATE_METRICS_PORT:-9101}/metrics)
   context_svc  127.0.0.1:$context_port   (health SERVING, metrics http://127.0.0.1:${CONTEXT_METRICS_PORT:-9102}/metrics)
-  logs         .run/state_svc.log, .run/context_svc.log
+  logs         $run_dir/state_svc.log, $run_dir/context_svc.log
 
 Try them with grpcurl (${grpcurl:-not installed: run 'make tools'}):
 
@@ -104,7 +108,7 @@ if [[ "$services_only" == 1 ]]; then
   # Ctrl-C reaches the services too (same process group); they stop gracefully on it.
   wait -n "${pids[@]}" || true
   if [[ "$stopping" != 1 ]]; then
-    echo "run: a service exited unexpectedly; see .run/*.log" >&2
+    echo "run: a service exited unexpectedly; see $run_dir/*.log" >&2
     exit 1
   fi
   exit 0
@@ -113,6 +117,7 @@ fi
 # The chat: the real agent class and hooks, typed turns through the spoken-turn path.
 AGENT_STATE_TARGET="127.0.0.1:$state_port" AGENT_CONTEXT_TARGET="127.0.0.1:$context_port" \
   AGENT_AUTH_JWT_KEY_FILE="$key_file" AGENT_TENANT=demo \
-  AGENT_SPOOL_DIR="${AGENT_SPOOL_DIR:-.run/agent-spool}" \
-  "$py" -m agent_svc chat "$@" 2>>.run/agent_chat.log || echo "run: the chat failed; see .run/agent_chat.log" >&2
+  AGENT_SPOOL_DIR="$run_dir/agent-spool" \
+  "$py" -m agent_svc chat --rooms-dir "$run_dir/chat-rooms" "$@" 2>>"$run_dir/agent_chat.log" ||
+  echo "run: the chat failed; see $run_dir/agent_chat.log" >&2
 echo "(for grpcurl: export TOKEN=$token)"
