@@ -93,6 +93,8 @@ class AgentSettings(BaseSettings):
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Transcripts and prompts in exported span attributes (off: they are user data).
+    trace_allow_pii: bool = False
 
     @model_validator(mode="after")
     def _one_key_source(self) -> AgentSettings:

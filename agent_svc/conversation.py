@@ -28,9 +28,8 @@ _MAX_STACK = 8_000
 
 
 def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(time.time_ns())
-    return ts
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def _struct(values: dict[str, Any]) -> Struct:

@@ -13,8 +13,6 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io
-from livekit.agents.telemetry import set_tracer_provider
-from opentelemetry import trace
 
 from agent_svc import metrics
 from agent_svc.agent import StatefulAgent
@@ -22,8 +20,8 @@ from agent_svc.backend import BackendClient
 from agent_svc.config import AgentSettings
 from agent_svc.handlers import attach_handlers
 from agent_svc.metadata import parse_participant_metadata
+from agent_svc.observability import configure_agent_tracing
 from agent_svc.session import LiveKitRoomMetadata, open_conversation
-from servicekit import tracing
 from servicekit.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -35,11 +33,7 @@ def prewarm(proc: JobProcess) -> None:
 
     settings = AgentSettings()
     configure_logging("agent_svc", settings.log_level)
-    tracing.configure_tracing("agent_svc", settings.otlp_endpoint, settings.trace_sample_ratio)
-    provider = trace.get_tracer_provider()
-    # The framework's spans (turns, LLM, TTS) and our gRPC client spans share one provider,
-    # so a call to context_svc made during a turn is a child span of that turn.
-    set_tracer_provider(provider)
+    configure_agent_tracing(settings)
     metrics.initialise()
     proc.userdata["settings"] = settings
     proc.userdata["vad"] = silero.VAD.load()

@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 from livekit.agents import AgentSession, llm
 from livekit.plugins import openai
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agent_svc.agent import StatefulAgent
 from agent_svc.backend import BackendClient
@@ -22,6 +26,7 @@ from agent_svc.config import AgentSettings
 from agent_svc.conversation import ConversationState
 from agent_svc.handlers import attach_handlers
 from agent_svc.metadata import UserProfile
+from agent_svc.observability import configure_agent_tracing
 from agent_svc.providers import TypedTurnSTT
 from agent_svc.session import FileRoomMetadata, open_conversation
 from servicekit.ids import uuid7
@@ -263,3 +268,34 @@ async def test_turn_goes_on_within_budget_when_context_svc_hangs(
         added = sample("agent_turn_hook_seconds_sum") - hook_sum
         assert sample("agent_turn_hook_seconds_count") == hook_count + 1
         assert added < 0.150 + 0.1, f"the hook took {added * 1000:.0f} ms"
+
+
+async def test_enrich_call_is_a_child_span_of_the_framework_turn(
+    tmp_path: Path, jwt_key: str, state: StateHandle, ctx: ContextHandle, llm_server: FakeOpenAI
+) -> None:
+    """One trace: the framework's on_user_turn_completed span, and inside it the gRPC client
+    span of the Enrich call (which context_svc continues)."""
+    settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port)
+    configure_agent_tracing(settings)
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with agent_session(
+        settings, tmp_path / "room-4.json", UserProfile(user_id="user-t"), llm_server.base_url
+    ) as run:
+        await run.reply()
+        await run.turn("Trace this turn, please.")
+    spans = exporter.get_finished_spans()
+    hooks = [s for s in spans if s.name == "on_user_turn_completed"]
+    enrich = [s for s in spans if s.name.endswith("ContextService/Enrich")]
+    assert hooks, [s.name for s in spans]
+    assert enrich, [s.name for s in spans]
+    by_id = {s.context.span_id: s for s in spans}
+    parent = enrich[0].parent
+    chain = []
+    while parent is not None and parent.span_id in by_id:
+        chain.append(by_id[parent.span_id].name)
+        parent = by_id[parent.span_id].parent
+    assert enrich[0].context.trace_id == hooks[0].context.trace_id
+    assert "on_user_turn_completed" in chain
