@@ -31,7 +31,14 @@ from agent_svc.providers import TypedTurnSTT
 from agent_svc.session import FileRoomMetadata, open_conversation
 from servicekit.ids import uuid7
 from tests.support.agent import agent_settings, event_types, sample
-from tests.support.context import ContextHandle, context_settings, indexed, running_context, say
+from tests.support.context import (
+    ContextHandle,
+    context_settings,
+    eventually,
+    indexed,
+    running_context,
+    say,
+)
 from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
 from tests.support.state import StateHandle, new_conversation, running_state, state_settings
 from voiceagent.state.v1 import state_pb2 as pb
@@ -299,3 +306,44 @@ async def test_enrich_call_is_a_child_span_of_the_framework_turn(
         parent = by_id[parent.span_id].parent
     assert enrich[0].context.trace_id == hooks[0].context.trace_id
     assert "on_user_turn_completed" in chain
+
+
+async def test_unrecoverable_llm_error_is_reported_with_stack_trace(
+    tmp_path: Path, jwt_key: str, state: StateHandle, ctx: ContextHandle, llm_server: FakeOpenAI
+) -> None:
+    """The LLM refuses the key (401, not retryable): the error is counted and stored in
+    state_svc with its stack trace; the call itself goes on."""
+    settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port)
+    before = sample("agent_session_errors_total", source="llm", recoverable="false")
+    try:
+        async with agent_session(
+            settings, tmp_path / "room-5.json", UserProfile(user_id="user-err"), llm_server.base_url
+        ) as run:
+            await run.reply()
+            llm_server.api_key = "a-key-the-agent-does-not-have"
+            run.typed.type_line("Hello?")
+            await eventually(
+                lambda: (
+                    sample("agent_session_errors_total", source="llm", recoverable="false") > before
+                ),
+                "the LLM error event",
+            )
+            conversation_id = run.state.conversation_id
+    finally:
+        llm_server.api_key = None
+    assert sample("agent_session_errors_total", source="llm", recoverable="false") == before + 1
+    stub, md = state.stub(), state.metadata()
+    events = (
+        await stub.GetHistory(pb.GetHistoryRequest(conversation_id=conversation_id), metadata=md)
+    ).events
+    errors = [e for e in events if e.type == pb.EVENT_TYPE_ERROR]
+    assert errors, event_types(list(events))
+    assert errors[0].error.source == "llm"
+    assert not errors[0].error.recoverable
+    assert "Traceback" in errors[0].error.stack_trace
+    conversation = (
+        await stub.GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation_id), metadata=md
+        )
+    ).conversation
+    assert conversation.status == pb.CONVERSATION_STATUS_ENDED
