@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servicekit.config import secret_value
+
 
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENT_", extra="ignore", frozen=True)
@@ -103,11 +105,7 @@ class AgentSettings(BaseSettings):
         return self
 
     def jwt_key(self) -> str | None:
-        if self.auth_jwt_key is not None:
-            return self.auth_jwt_key.get_secret_value()
-        if self.auth_jwt_key_file is not None:
-            return self.auth_jwt_key_file.read_text().strip()
-        return None
+        return secret_value(self.auth_jwt_key, self.auth_jwt_key_file)
 
     def openai_key(self) -> str | None:
         if self.openai_api_key is None or not self.openai_api_key.get_secret_value():

@@ -8,6 +8,15 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def secret_value(value: SecretStr | None, file: Path | None) -> str | None:
+    """A secret given directly or as a file (a mounted Kubernetes Secret); None when neither."""
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        return file.read_text().strip()
+    return None
+
+
 class ServiceSettings(BaseSettings):
     """Base settings; a service subclasses it and sets `env_prefix` (for example `STATE_`).
 
@@ -63,8 +72,4 @@ class ServiceSettings(BaseSettings):
 
     def jwt_key(self) -> str | None:
         """The verification key from the setting or its file, or None when none is set."""
-        if self.auth_jwt_key is not None:
-            return self.auth_jwt_key.get_secret_value()
-        if self.auth_jwt_key_file is not None:
-            return self.auth_jwt_key_file.read_text().strip()
-        return None
+        return secret_value(self.auth_jwt_key, self.auth_jwt_key_file)
