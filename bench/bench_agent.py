@@ -2,11 +2,14 @@
 
 1. state_svc (embedded SQLite) and context_svc run as processes; a user gets --history
    earlier turns over 10 conversations, indexed by context_svc from the change feed.
-2. enqueue: the time a handler spends handing one message event to the BackendClient
-   (building the event, the spool write, the queue): --events back to back (the summary's
-   figure), then a fifth as many one per event-loop wake-up (see _enqueue_times).
-3. turn hook, context_svc up: StatefulAgent.on_user_turn_completed (history, Enrich over
+2. turn hook, context_svc up: StatefulAgent.on_user_turn_completed (history, Enrich over
    gRPC with the configured budget, injection) for --turns questions.
+3. enqueue: the time a handler spends handing one message event to the BackendClient
+   (building the event, the spool write, the queue): --events back to back (the summary's
+   figure), then a fifth as many one per event-loop wake-up (see _enqueue_times), while
+   the sender and state_svc store them. context_svc is paused (SIGSTOP) meanwhile: on this
+   two-core machine its indexing of those messages would otherwise take the CPU from the
+   measurement, which in a deployment runs in another pod.
 4. turn hook, context_svc hung: the same against a server that accepts connections and never
    answers. The breaker is disabled for this phase so every call waits for the budget (the
    worst case); a second line shows the default breaker, which answers at once once open.
@@ -21,6 +24,7 @@ import asyncio
 import json
 import random
 import secrets
+import signal
 import socket
 import statistics
 import tempfile
@@ -200,17 +204,34 @@ async def run(args: argparse.Namespace) -> None:
         workdir = Path(tmp)
         with (
             state_service(workdir, jwt_key, None, "", "sqlite") as state_port,
-            context_service(workdir, jwt_key, state_port) as (context_port, _),
+            context_service(workdir, jwt_key, state_port) as (context_port, context_proc),
         ):
             await _seed(state_port, context_port, jwt_key, args.history)
             _emit({"phase": "seeded", "history_turns": args.history})
 
-            # 2. enqueue
+            # 2. turn hook, context up (before the enqueue phase: context_svc would
+            # otherwise still be indexing its 10,000 messages while this runs)
             settings = _settings(workdir, jwt_key, state_port, context_port)
             state, agent = await _conversation(settings)
-            enqueue_us = await _enqueue_times(state, args.events, paced=False)
-            paced_us = await _enqueue_times(state, args.events // 5, paced=True)
-            flushed = await state.backend.flush(120)
+            await _hook_times(agent, 10)  # warm-up (channels, model caches)
+            up = await _hook_times(agent, args.turns)
+            _emit(
+                {
+                    "phase": "turn_hook_context_up",
+                    "turns": args.turns,
+                    "p50_ms": round(statistics.median(up), 2),
+                    "p95_ms": round(_pct(up, 95), 2),
+                    "p99_ms": round(_pct(up, 99), 2),
+                }
+            )
+            # 3. enqueue
+            context_proc.send_signal(signal.SIGSTOP)
+            try:
+                enqueue_us = await _enqueue_times(state, args.events, paced=False)
+                paced_us = await _enqueue_times(state, args.events // 5, paced=True)
+                flushed = await state.backend.flush(120)
+            finally:
+                context_proc.send_signal(signal.SIGCONT)
             for mode, times in (("back_to_back", enqueue_us), ("one_per_wakeup", paced_us)):
                 _emit(
                     {
@@ -224,18 +245,6 @@ async def run(args: argparse.Namespace) -> None:
                     }
                 )
 
-            # 3. turn hook, context up
-            await _hook_times(agent, 10)  # warm-up (channels, model caches)
-            up = await _hook_times(agent, args.turns)
-            _emit(
-                {
-                    "phase": "turn_hook_context_up",
-                    "turns": args.turns,
-                    "p50_ms": round(statistics.median(up), 2),
-                    "p95_ms": round(_pct(up, 95), 2),
-                    "p99_ms": round(_pct(up, 99), 2),
-                }
-            )
             await state.backend.aclose(10)
 
             # 4. turn hook, context hung
