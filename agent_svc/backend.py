@@ -233,14 +233,18 @@ class BackendClient:
 
     # -- the sender ---------------------------------------------------------------------
 
-    def _refill_from_spool(self) -> None:
-        if self._overflow_from is None or self._spool is None:
+    async def _refill_from_spool(self) -> None:
+        """Load writes that only went to the spool file (the memory queue was full)."""
+        own, start = self._spool, self._overflow_from
+        if start is None or own is None:
             return
-        own = self._spool
-        records = own.read_from(self._overflow_from)
+        records = await asyncio.to_thread(own.read_from, start)
         take = records[: self._settings.queue_max_events]
         self._queue.extend(self._from_record(r, own) for r in take)
-        self._overflow_from = self._overflow_from + len(take) if len(records) > len(take) else None
+        # Decided here on the loop, not in the reading thread: writes spooled while the
+        # file was being read are picked up by the next refill.
+        following = start + len(take)
+        self._overflow_from = None if following >= own.written else following
 
     def _next_batch(self) -> list[_Write]:
         first = self._queue[0]
@@ -270,7 +274,7 @@ class BackendClient:
         while True:
             self._publish_counts()
             if not self._queue:
-                await asyncio.to_thread(self._refill_from_spool)
+                await self._refill_from_spool()
             if not self._queue:
                 if self.pending == 0:
                     self._idle.set()

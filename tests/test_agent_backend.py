@@ -275,3 +275,33 @@ async def test_unauthenticated_writes_are_kept_and_retried(tmp_path: Path, jwt_k
             await client.aclose(0.1)
     leftover = list((tmp_path / "spool").glob("spool-*.log"))
     assert leftover, "unsent writes must stay in the spool for the next process"
+
+
+async def test_writes_beyond_the_memory_queue_wait_in_the_spool_and_keep_their_order(
+    tmp_path: Path, jwt_key: str
+) -> None:
+    """With the memory queue full (state_svc down), writes go to the spool file only; they
+    are reloaded from it and stored in order when state_svc is back."""
+    port = free_port()
+    settings = state_settings("sqlite", tmp_path, jwt_key, None, port=port)
+    client = BackendClient(agent_settings(tmp_path, jwt_key, port, queue_max_events=10))
+    await client.start()
+    conversation_id = uuid7()
+    sent: list[str] = []
+    try:
+        client.create_conversation(_create(conversation_id))
+        for i in range(45):
+            e = event(text=f"overflow {i}")
+            sent.append(e.event_id)
+            client.append_event(conversation_id, e)
+        assert client.pending == 46
+        async with running_state(settings, jwt_key) as state:
+            for i in range(5):  # more while the reloaded ones are being sent
+                e = event(text=f"late {i}")
+                sent.append(e.event_id)
+                client.append_event(conversation_id, e)
+            assert await client.flush(20), f"{client.pending} writes still pending"
+            stored = await _stored(state.stub(), state.metadata(), conversation_id)
+    finally:
+        await client.aclose(1)
+    assert [e.event_id for e in stored] == sent
