@@ -30,7 +30,7 @@ from agent_svc import metrics
 from agent_svc.breaker import CircuitBreaker
 from agent_svc.config import AgentSettings
 from agent_svc.spool import EventSpool, OrphanSpool, SpoolRecord, claim_orphans, encode_record
-from servicekit.auth import mint_token
+from servicekit.auth import RenewingToken
 from servicekit.client import create_channel
 from voiceagent.context.v1 import context_pb2, context_pb2_grpc
 from voiceagent.state.v1 import state_pb2, state_pb2_grpc
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 STATE_SCOPES = ("state.read", "state.write")
 CONTEXT_SCOPES = ("context.read",)
-_TOKEN_TTL_S = 3600.0
 
 # Codes that mean "this write can never succeed": it goes to the rejected file instead of
 # blocking every later write. Everything else (UNAVAILABLE, DEADLINE_EXCEEDED, even
@@ -71,34 +70,20 @@ class _Write:
     queued_at: float = field(default_factory=time.monotonic)
 
 
-class _TokenSource:
-    """A bearer token minted from the shared HS256 key, renewed well before it expires."""
-
-    def __init__(self, settings: AgentSettings, scopes: tuple[str, ...]) -> None:
-        self._key = settings.jwt_key()
-        self._settings = settings
-        self._scopes = scopes
-        self._token = ""
-        self._renew_at = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return self._key is not None
-
-    def __call__(self) -> str:
-        now = time.monotonic()
-        if now >= self._renew_at and self._key is not None:
-            self._token = mint_token(
-                self._key,
-                tenant=self._settings.tenant,
-                scopes=self._scopes,
-                subject=f"agent:{self._settings.name}",
-                ttl_s=_TOKEN_TTL_S,
-                issuer=self._settings.auth_jwt_issuer,
-                audience=self._settings.auth_jwt_audience,
-            )
-            self._renew_at = now + _TOKEN_TTL_S / 2
-        return self._token
+def _token(settings: AgentSettings, scopes: tuple[str, ...]) -> RenewingToken | None:
+    """Bearer tokens minted from the shared HS256 key; none when the services run without
+    authentication."""
+    key = settings.jwt_key()
+    if key is None:
+        return None
+    return RenewingToken(
+        key,
+        tenant=settings.tenant,
+        scopes=scopes,
+        subject=f"agent:{settings.name}",
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+    )
 
 
 class BackendClient:
@@ -123,14 +108,12 @@ class BackendClient:
         self.context_breaker = CircuitBreaker(
             "context", failures=settings.breaker_failures, open_s=settings.breaker_open_s
         )
-        state_token = _TokenSource(settings, STATE_SCOPES)
-        context_token = _TokenSource(settings, CONTEXT_SCOPES)
         self._state_channel = create_channel(
-            settings.state_target, token=state_token if state_token.enabled else None
+            settings.state_target, token=_token(settings, STATE_SCOPES)
         )
         self._context_channel = create_channel(
             settings.context_target,
-            token=context_token if context_token.enabled else None,
+            token=_token(settings, CONTEXT_SCOPES),
             # The turn path has no time for retries: one attempt within the budget.
             retry=False,
         )
@@ -301,9 +284,7 @@ class BackendClient:
                 if exc.code() in _PERMANENT:
                     await self._reject(batch, exc)
                     continue
-                metrics.BACKEND_ERRORS.labels(
-                    batch[0].op if batch[0].op != "event" else "append_events"
-                ).inc()
+                metrics.BACKEND_ERRORS.labels(_operation(batch[0].op)).inc()
                 log.warning(
                     "state_svc write failed; retrying (writes wait in the spool)",
                     extra={"code": exc.code().name, "pending": self.pending, "retry_s": backoff},
@@ -365,7 +346,7 @@ class BackendClient:
         reason = f"# {exc.code().name}: {exc.details()}\n".encode()
         await asyncio.to_thread(_append_file, rejected, reason + line)
         metrics.EVENTS_REJECTED.inc()
-        metrics.BACKEND_ERRORS.labels("append_events" if write.op == "event" else write.op).inc()
+        metrics.BACKEND_ERRORS.labels(_operation(write.op)).inc()
         log.error(
             "state_svc rejected a write; kept in the spool folder's rejected.log",
             extra={"op": write.op, "code": exc.code().name, "details": exc.details()},
@@ -384,31 +365,30 @@ class BackendClient:
 
     # -- reads: deadline, breaker, fail open -----------------------------------------
 
-    async def _guarded(
-        self,
-        breaker: CircuitBreaker,
-        operation: str,
-        call: Callable[[float], Awaitable[Any]],
-        timeout_s: float,
+    async def _state_read(
+        self, operation: str, call: Callable[[float], Awaitable[Any]]
     ) -> Any | None:
-        if not breaker.allow():
+        """A read at session start: the response, `_NOT_FOUND`, or None when state_svc did
+        not answer in time or the breaker is open (the session goes on without it)."""
+        if not self.state_breaker.allow():
             return None
+        timeout_s = self._settings.read_timeout_s
         try:
-            result = await asyncio.wait_for(call(timeout_s), timeout_s + 0.05)
+            response = await asyncio.wait_for(call(timeout_s), timeout_s + 0.05)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
             if code == grpc.StatusCode.NOT_FOUND:
-                breaker.record_success()
-                return None
-            breaker.record_failure()
+                self.state_breaker.record_success()
+                return _NOT_FOUND
+            self.state_breaker.record_failure()
             metrics.BACKEND_ERRORS.labels(operation).inc()
             log.warning(
                 "backend read failed; going on without it",
                 extra={"operation": operation, "code": code.name if code else "TIMEOUT"},
             )
-            raise _ReadFailed(code) from exc
-        breaker.record_success()
-        return result
+            return None
+        self.state_breaker.record_success()
+        return response
 
     async def enrich(
         self, conversation_id: str, user_id: str, text: str
@@ -452,58 +432,36 @@ class BackendClient:
         return response
 
     async def history(self, conversation_id: str, last_n: int) -> list[state_pb2.Event] | None:
-        types = [
-            state_pb2.EVENT_TYPE_USER_MESSAGE,
-            state_pb2.EVENT_TYPE_AGENT_MESSAGE,
-        ]
+        """The last messages of a conversation; [] for an unknown one, None on failure."""
         request = state_pb2.GetHistoryRequest(
-            conversation_id=conversation_id, types=types, last_n=last_n
+            conversation_id=conversation_id,
+            types=[state_pb2.EVENT_TYPE_USER_MESSAGE, state_pb2.EVENT_TYPE_AGENT_MESSAGE],
+            last_n=last_n,
         )
-        try:
-            response = await self._guarded(
-                self.state_breaker,
-                "get_history",
-                lambda t: self.state.GetHistory(request, timeout=t),
-                self._settings.read_timeout_s,
-            )
-        except _ReadFailed:
+        response = await self._state_read(
+            "get_history", lambda t: self.state.GetHistory(request, timeout=t)
+        )
+        if response is None:
             return None
-        return list(response.events) if response is not None else []
+        return [] if response is _NOT_FOUND else list(response.events)
 
     async def latest_snapshot(self, conversation_id: str) -> state_pb2.Snapshot | None:
         request = state_pb2.GetLatestSnapshotRequest(conversation_id=conversation_id)
-        try:
-            response = await self._guarded(
-                self.state_breaker,
-                "get_snapshot",
-                lambda t: self.state.GetLatestSnapshot(request, timeout=t),
-                self._settings.read_timeout_s,
-            )
-        except _ReadFailed:
-            return None
-        if response is None or not response.HasField("snapshot"):
+        response = await self._state_read(
+            "get_snapshot", lambda t: self.state.GetLatestSnapshot(request, timeout=t)
+        )
+        if response is None or response is _NOT_FOUND or not response.HasField("snapshot"):
             return None
         snapshot: state_pb2.Snapshot = response.snapshot
         return snapshot
 
-    async def get_user(self, user_id: str) -> state_pb2.UserProfile | None:
-        request = state_pb2.GetUserRequest(user_id=user_id)
-        try:
-            response = await self._guarded(
-                self.state_breaker,
-                "get_user",
-                lambda t: self.state.GetUser(request, timeout=t),
-                self._settings.read_timeout_s,
-            )
-        except _ReadFailed:
-            return None
-        return response.user if response is not None else None
+
+_NOT_FOUND = object()
 
 
-class _ReadFailed(Exception):
-    def __init__(self, code: grpc.StatusCode | None) -> None:
-        super().__init__(code.name if code else "TIMEOUT")
-        self.code = code
+def _operation(op: str) -> str:
+    """The state_svc method a spooled write goes out as (the metrics' operation label)."""
+    return "append_events" if op == "event" else op
 
 
 def _append_file(path: Path, data: bytes) -> None:

@@ -97,7 +97,6 @@ _OPERATIONS = (
     "upsert_user",
     "get_history",
     "get_snapshot",
-    "get_user",
     "enrich",
 )
 _SOURCES = ("llm", "stt", "tts", "other")

@@ -51,6 +51,24 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def typed_session(model: llm.LLM[Any]) -> tuple[AgentSession[Any], TypedTurnSTT]:
+    """A session without audio whose user turns are typed lines (`TypedTurnSTT.type_line`):
+    the STT end-of-turn path, so on_user_turn_completed runs for each."""
+    typed = TypedTurnSTT()
+    session: AgentSession[Any] = AgentSession(
+        stt=typed,
+        llm=model,
+        vad=None,
+        turn_handling={
+            "turn_detection": "stt",
+            "endpointing": {"min_delay": 0.0, "max_delay": 0.5},
+            "preemptive_generation": {"enabled": False},
+            "interruption": {"enabled": False},
+        },
+    )
+    return session, typed
+
+
 def _print(text: str) -> None:
     print(text, flush=True)
 
@@ -85,18 +103,7 @@ async def chat(settings: AgentSettings, args: argparse.Namespace) -> str:
             f"{OFFLINE_LABEL} OPENAI_API_KEY is not set: replies come from a local offline "
             "responder that repeats you and quotes what enrichment remembered."
         )
-    typed = TypedTurnSTT()
-    session: AgentSession[Any] = AgentSession(
-        stt=typed,
-        llm=model,
-        vad=None,
-        turn_handling={
-            "turn_detection": "stt",
-            "endpointing": {"min_delay": 0.0, "max_delay": 0.5},
-            "preemptive_generation": {"enabled": False},
-            "interruption": {"enabled": False},
-        },
-    )
+    session, typed = typed_session(model)
     attach_handlers(session, state)
     replied = asyncio.Event()
 

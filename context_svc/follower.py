@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 import grpc
 
 from context_svc import metrics
 from context_svc.config import ContextSettings
 from context_svc.domain import ContextDomain, DeletionEvent, FeedItem, TurnEvent
-from servicekit.auth import mint_token
+from servicekit.auth import RenewingToken
 from servicekit.client import TokenProvider, create_channel
 from voiceagent.state.v1 import state_pb2 as pb
 from voiceagent.state.v1 import state_pb2_grpc
@@ -68,33 +67,6 @@ def feed_item(change: pb.Change) -> FeedItem | None:
     )
 
 
-class MintedToken:
-    """A feed token minted from the service's own key, renewed well before it expires."""
-
-    TTL_S = 3600.0
-
-    def __init__(self, key: str, algorithm: str, issuer: str | None, audience: str | None) -> None:
-        self._args = (key, algorithm, issuer, audience)
-        self._token = ""
-        self._minted_at = 0.0
-
-    def __call__(self) -> str:
-        if time.monotonic() - self._minted_at > self.TTL_S / 2:
-            key, algorithm, issuer, audience = self._args
-            self._token = mint_token(
-                key,
-                tenant="context_svc",
-                scopes=FEED_SCOPES,
-                subject="context_svc",
-                ttl_s=self.TTL_S,
-                algorithm=algorithm,
-                issuer=issuer,
-                audience=audience,
-            )
-            self._minted_at = time.monotonic()
-        return self._token
-
-
 def token_provider(settings: ContextSettings) -> TokenProvider | None:
     static = settings.state_token_value()
     if static is not None:
@@ -102,8 +74,15 @@ def token_provider(settings: ContextSettings) -> TokenProvider | None:
     key = settings.jwt_key()
     if key is None or not settings.auth_jwt_algorithms[0].startswith("HS"):
         return None
-    return MintedToken(
-        key, settings.auth_jwt_algorithms[0], settings.auth_jwt_issuer, settings.auth_jwt_audience
+    # A feed token minted from the service's own key.
+    return RenewingToken(
+        key,
+        tenant="context_svc",
+        scopes=FEED_SCOPES,
+        subject="context_svc",
+        algorithm=settings.auth_jwt_algorithms[0],
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
     )
 
 

@@ -155,3 +155,41 @@ def mint_token(
     if audience:
         claims["aud"] = audience
     return jwt.encode(claims, key, algorithm=algorithm)
+
+
+class RenewingToken:
+    """A token provider for clients holding the shared key: mints a token with `mint_token`
+    and mints a new one when half its lifetime has passed."""
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        tenant: str,
+        scopes: Iterable[str],
+        subject: str,
+        ttl_s: float = 3600.0,
+        algorithm: str = "HS256",
+        issuer: str | None = None,
+        audience: str | None = None,
+    ) -> None:
+        self.key, self.tenant, self.scopes, self.subject = key, tenant, list(scopes), subject
+        self.ttl_s, self.algorithm, self.issuer, self.audience = ttl_s, algorithm, issuer, audience
+        self._token = ""
+        self._renew_at = 0.0
+
+    def __call__(self) -> str:
+        now = time.monotonic()
+        if now >= self._renew_at:
+            self._token = mint_token(
+                self.key,
+                tenant=self.tenant,
+                scopes=self.scopes,
+                subject=self.subject,
+                ttl_s=self.ttl_s,
+                algorithm=self.algorithm,
+                issuer=self.issuer,
+                audience=self.audience,
+            )
+            self._renew_at = now + self.ttl_s / 2
+        return self._token

@@ -29,6 +29,7 @@ from agent_svc.metadata import UserProfile
 from agent_svc.observability import configure_agent_tracing
 from agent_svc.providers import TypedTurnSTT
 from agent_svc.session import FileRoomMetadata, open_conversation
+from agent_svc.terminal import typed_session
 from servicekit.ids import uuid7
 from tests.support.agent import agent_settings, event_types, sample
 from tests.support.context import (
@@ -100,16 +101,8 @@ async def agent_session(
         profile=profile,
         participant_identity=f"identity-{profile.user_id}",
     )
-    typed = TypedTurnSTT()
-    session: AgentSession[Any] = AgentSession(
-        stt=typed,
-        llm=openai.LLM(model="gpt-4.1-mini", base_url=llm_base_url, api_key="test-key"),
-        vad=None,
-        turn_handling={
-            "turn_detection": "stt",
-            "endpointing": {"min_delay": 0.0, "max_delay": 0.5},
-            "preemptive_generation": {"enabled": False},
-        },
+    session, typed = typed_session(
+        openai.LLM(model="gpt-4.1-mini", base_url=llm_base_url, api_key="test-key")
     )
     attach_handlers(session, state)
     replies: asyncio.Queue[str] = asyncio.Queue()
