@@ -4,12 +4,15 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test setup tools proto check pytest clean bench-state bench-context bench-agent
+.PHONY: run test e2e setup tools proto check pytest clean bench-state bench-context bench-agent
 
 run: setup ## set up, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
 	@bash scripts/run.sh
 
-test: setup check pytest ## set up, then every gate and every test
+test: setup check pytest ## set up, then every gate and every test (the cluster ones too)
+
+e2e: setup ## only the cluster tests: a real single-node Kubernetes here (root), the chart installed, the scenarios
+	@$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 setup: ## Python venv (uv, locked) and the Go-built tools in .tools/
 	@bash scripts/setup.sh

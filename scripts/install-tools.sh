@@ -22,6 +22,15 @@ tools=(
   "helm|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm|v3.19.0"
   "grpcurl|github.com/fullstorydev/grpcurl|github.com/fullstorydev/grpcurl/cmd/grpcurl|v1.9.3"
   "kubeconform|github.com/yannh/kubeconform|github.com/yannh/kubeconform/cmd/kubeconform|v0.7.0"
+  # The single-node cluster of `make e2e` (deploy/local-cluster): Kubernetes server
+  # binaries and a CoreDNS with only the plugins cluster DNS needs.
+  "kube-apiserver|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|v1.35.4"
+  "kube-controller-manager|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|v1.35.4"
+  "kube-scheduler|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|v1.35.4"
+  "kubelet|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubelet|v1.35.4"
+  "kube-proxy|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-proxy|v1.35.4"
+  "kubectl|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl|v1.35.4"
+  "coredns|github.com/coredns/coredns|deploy/local-cluster/coredns|v1.12.4"
 )
 
 if ! command -v go >/dev/null 2>&1; then
@@ -68,6 +77,49 @@ build_from_source_copy() {
   )
 }
 
+# k8s.io/kubernetes cannot be required as it is: its go.mod replaces its 31 staging
+# modules (k8s.io/api, ...) with folders of its own repository. A wrapper module requires
+# it and points each staging module at its published tag (v1.35.4 -> v0.35.4). The
+# version variables are set as the release build sets them: the API server reports its
+# version to `helm install`, and the chart's kubeVersion needs a real one.
+build_kubernetes() {
+  local work="$1" module="$2" pkg="$3" version="$4" dir go_version ldflags="-s -w" kv
+  (
+    set -e
+    dir="$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    go_version="$(awk '/^go /{print $2; exit}' "$dir/go.mod")"
+    cd "$work"
+    {
+      printf 'module tools.local/kubernetes\n\ngo %s\n\nrequire %s %s\n\nreplace (\n' \
+        "$go_version" "$module" "$version"
+      awk -v tag="v0.${version#v1.}" '$2 == "=>" && $3 ~ /^\.\/staging\// {print "\t" $1 " => " $1 " " tag}' \
+        "$dir/go.mod"
+      printf ')\n'
+    } >go.mod
+    for kv in "gitVersion=$version" "gitMajor=1" "gitMinor=$(cut -d. -f2 <<<"$version")" \
+      "gitTreeState=clean" "buildDate=1970-01-01T00:00:00Z"; do
+      ldflags="$ldflags -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
+    done
+    go get "$pkg@$version" >/dev/null 2>&1
+    go build -trimpath -ldflags="$ldflags" -o "$work/out" "$pkg"
+  )
+}
+
+# CoreDNS's own main links every plugin; ours (deploy/local-cluster/coredns/main.go)
+# links the ten that cluster DNS uses, which halves the build.
+build_coredns() {
+  local work="$1" module="$2" pkg="$3" version="$4"
+  (
+    set -e
+    cp "$root/$pkg/main.go" "$work/main.go"
+    cd "$work"
+    go mod init tools.local/coredns >/dev/null 2>&1
+    go mod edit -require="$module@$version"
+    go mod tidy >/dev/null 2>&1
+    go build -trimpath -ldflags="-s -w" -o "$work/out" .
+  )
+}
+
 failed=0
 for entry in "${tools[@]}"; do
   IFS='|' read -r name module pkg version <<<"$entry"
@@ -86,8 +138,12 @@ for entry in "${tools[@]}"; do
   echo "install-tools: building $name $version (once; reused on later runs)" >&2
   start=$(date +%s)
   work="$(mktemp -d)"
-  builder=build_in_scratch_module
-  [[ "$name" == ferretdb ]] && builder=build_from_source_copy
+  case "$name" in
+    ferretdb) builder=build_from_source_copy ;;
+    kube*) builder=build_kubernetes ;;
+    coredns) builder=build_coredns ;;
+    *) builder=build_in_scratch_module ;;
+  esac
   if "$builder" "$work" "$module" "$pkg" "$version"; then
     mv "$work/out" "$bin/$name"
     cp "$bin/$name" "$cache/$name-$version.tmp" && mv "$cache/$name-$version.tmp" "$cache/$name-$version"

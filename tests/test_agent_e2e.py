@@ -12,11 +12,11 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from livekit import api, rtc
+from livekit import api
 
 from tests.support.agent import AGENT_NAME, kill_process_group, running_agent_worker
+from tests.support.caller import Caller, until
 from tests.support.context import ContextHandle, context_settings, running_context
 from tests.support.fake_openai import fake_openai
 from tests.support.livekit import LiveKitServer
@@ -39,63 +39,6 @@ async def state(tmp_path: Path, jwt_key: str) -> AsyncIterator[StateHandle]:
 async def ctx(tmp_path: Path, jwt_key: str, state: StateHandle) -> AsyncIterator[ContextHandle]:
     async with running_context(context_settings(tmp_path, jwt_key, state.port), jwt_key) as h:
         yield h
-
-
-class Caller:
-    """A participant joined with the rtc SDK: publishes a microphone track, listens to the agent."""
-
-    def __init__(self) -> None:
-        self.room = rtc.Room()
-        self.source = rtc.AudioSource(48000, 1)
-        self.heard_frames = 0  # agent audio frames with sound in them
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def join(self, server: LiveKitServer, room_name: str) -> None:
-        token = (
-            api.AccessToken(server.api_key, server.api_secret)
-            .with_identity("caller-1")
-            .with_metadata(json.dumps({"user_id": "user-e2e", "display_name": "Eve"}))
-            .with_grants(
-                api.VideoGrants(room_join=True, room=room_name, can_update_own_metadata=True)
-            )
-            .to_jwt()
-        )
-
-        @self.room.on("track_subscribed")
-        def _subscribed(track: rtc.Track, *_: object) -> None:
-            if track.kind == rtc.TrackKind.KIND_AUDIO:
-                self._tasks.append(asyncio.create_task(self._listen(track)))
-
-        await self.room.connect(server.url, token)
-        track = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
-        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        await self.room.local_participant.publish_track(track, options)
-
-    async def _listen(self, track: rtc.Track) -> None:
-        async for event in rtc.AudioStream(track, sample_rate=24000, num_channels=1):
-            samples = np.frombuffer(event.frame.data, dtype=np.int16)
-            if samples.size and int(np.abs(samples).max()) > 500:
-                self.heard_frames += 1
-
-    async def speak(self, frames: list[rtc.AudioFrame]) -> None:
-        for frame in frames:  # capture_frame paces the audio in real time
-            await self.source.capture_frame(frame)
-
-    async def leave(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self.room.disconnect()
-
-
-async def _eventually(check: object, what: str, timeout_s: float = 60) -> object:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = await check()  # type: ignore[operator]
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.25)
 
 
 async def test_voice_conversation_end_to_end_and_resume_after_worker_kill(
@@ -144,15 +87,13 @@ async def test_voice_conversation_end_to_end_and_resume_after_worker_kill(
                     meta = await room_metadata()
                     return str(meta.get("conversation_id", ""))
 
-                cid = str(
-                    await _eventually(conversation_id, "the conversation id in room metadata")
-                )
+                cid = str(await until(conversation_id, "the conversation id in room metadata"))
                 assert (await room_metadata())["app"] == "e2e", "other metadata keys must be kept"
 
                 async def greeted() -> bool:
                     return caller.heard_frames > 10
 
-                await _eventually(greeted, "the agent's greeting audio")
+                await until(greeted, "the agent's greeting audio")
                 heard_before = caller.heard_frames
                 await caller.speak(speech)
                 await caller.speak(silence_frames(0.5))
@@ -166,12 +107,12 @@ async def test_voice_conversation_end_to_end_and_resume_after_worker_kill(
                         and types.count(pb.EVENT_TYPE_TTS_SPEECH) >= 2
                     )
 
-                await _eventually(stored_turn, "the turn stored in state_svc", 90)
+                await until(stored_turn, "the turn stored in state_svc", 90)
 
                 async def heard_reply() -> bool:
                     return caller.heard_frames > heard_before + 10
 
-                await _eventually(heard_reply, "the agent's reply audio")
+                await until(heard_reply, "the agent's reply audio")
                 events = await history(cid)
                 transcription = next(e for e in events if e.type == pb.EVENT_TYPE_TRANSCRIPTION)
                 assert transcription.text == SPOKEN
@@ -206,7 +147,7 @@ async def test_voice_conversation_end_to_end_and_resume_after_worker_kill(
                     texts = [e.text for e in await history(cid)]
                     return "Welcome back, Eve! Shall we pick up where we left off?" in texts
 
-                await _eventually(welcomed_back, "the resumed greeting", 90)
+                await until(welcomed_back, "the resumed greeting", 90)
                 assert (await room_metadata())["conversation_id"] == cid
                 listed = await stub.ListConversations(
                     pb.ListConversationsRequest(user_id="user-e2e"), metadata=md
@@ -227,7 +168,7 @@ async def test_voice_conversation_end_to_end_and_resume_after_worker_kill(
                     user = await stub.GetUser(pb.GetUserRequest(user_id="user-e2e"), metadata=md)
                     return bool(user.user.display_name == "Eva")
 
-                await _eventually(renamed, "the profile updated from participant metadata")
+                await until(renamed, "the profile updated from participant metadata")
 
                 # SIGTERM: the worker drains its job; on_exit says goodbye to the caller who
                 # is still there, saves the snapshot and ends the conversation, and the

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# End-to-end on kind: build the three images, load them into a kind cluster, install the
-# chart with the development MongoDB (and a dev livekit-server for the agent to register
-# with), run `helm test`, then talk to state_svc with grpcurl through a port-forward:
-# health, reflection, and a short conversation (create, append twice, history).
+# End-to-end on kind: build the images, load them into a kind cluster, then the steps the
+# local cluster of `make e2e` runs as well (deploy/e2e/install.sh: CRDs, the dev
+# livekit-server, `helm install --wait` with ci/kind-values.yaml, `helm test`), then talk to
+# state_svc with grpcurl through a port-forward: health, reflection, and a short
+# conversation (create, append twice, history).
 #
 #   deploy/kind/e2e.sh
 #
@@ -22,8 +23,6 @@ cluster="${E2E_CLUSTER:-voiceagent-e2e}"
 namespace=voice
 release=va
 tag=e2e
-chart=deploy/helm/voiceagent
-values="$chart/ci/kind-values.yaml"
 fullname="$release-voiceagent"
 state_local_port="${E2E_STATE_PORT:-15051}"
 context_local_port="${E2E_CONTEXT_PORT:-15052}"
@@ -33,7 +32,7 @@ pids=()
 log() { echo "e2e: $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
-for tool in docker kind kubectl helm grpcurl; do
+for tool in docker kind kubectl helm grpcurl go; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
 [[ -x .venv/bin/python ]] || die ".venv is missing: run 'make setup'"
@@ -70,30 +69,15 @@ kubectl config use-context "kind-$cluster" >/dev/null
 
 # ------------------------------------------------------------------------- images
 if [[ "${E2E_SKIP_BUILD:-0}" != 1 ]]; then
-  for target in state context agent; do
-    log "building voiceagent-$target:$tag"
-    docker build -f deploy/docker/Dockerfile --target "$target" -t "voiceagent-$target:$tag" .
-  done
-  for target in state context agent; do
-    kind load docker-image --name "$cluster" "voiceagent-$target:$tag"
+  TAG="$tag" bash deploy/e2e/build-images.sh
+  for image in state context agent mongo-standin livekit; do
+    kind load docker-image --name "$cluster" "voiceagent-$image:$tag"
   done
 fi
 
-# ---------------------------------------------------------------------- livekit
-log "starting the dev livekit-server"
-kubectl apply -f deploy/kind/livekit-dev.yaml
-kubectl rollout status -n livekit deployment/livekit-server --timeout=180s
-
-# ---------------------------------------------------------------------- install
-log "helm install (development MongoDB)"
-helm upgrade --install "$release" "$chart" \
-  --namespace "$namespace" --create-namespace \
-  --values "$values" \
-  --wait --timeout 15m
+# ------------------------------------------- install and helm test (shared with make e2e)
+RELEASE="$release" NAMESPACE="$namespace" bash deploy/e2e/install.sh
 kubectl get pods -n "$namespace" -o wide
-
-log "helm test"
-helm test "$release" --namespace "$namespace" --logs --timeout 5m
 
 # ----------------------------------------------------------------- port-forward
 port_forward() {

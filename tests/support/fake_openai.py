@@ -291,6 +291,8 @@ class FakeOpenAI:
         tts_chunk_ms: int = 100,
         tts_chunk_interval_s: float = 0.0,
         models: Sequence[str] = DEFAULT_MODELS,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.responder: Responder = responder or default_responder
         self.transcriber: Transcriber | None = None
@@ -314,18 +316,19 @@ class FakeOpenAI:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.host = host
+        self.port = port
 
     # -- addresses ---------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        """http://127.0.0.1:PORT"""
-        return f"http://127.0.0.1:{self.port}"
+        """http://HOST:PORT"""
+        return f"http://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
-        """http://127.0.0.1:PORT/v1, for ``base_url=`` of the openai SDK and the plugin."""
+        """http://HOST:PORT/v1, for ``base_url=`` of the openai SDK and the plugin."""
         return f"{self.url}/v1"
 
     # -- scripting ---------------------------------------------------------------------
@@ -403,7 +406,7 @@ class FakeOpenAI:
     def start(self, timeout_s: float = 10.0) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self.host, self.port))
         self.port = int(sock.getsockname()[1])
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -889,8 +892,10 @@ def fake_openai(
     tts_chunk_ms: int = 100,
     tts_chunk_interval_s: float = 0.0,
     models: Sequence[str] = DEFAULT_MODELS,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> Iterator[FakeOpenAI]:
-    """Run the fake OpenAI API on 127.0.0.1 (ephemeral port) for the ``with`` block.
+    """Run the fake OpenAI API on HOST:PORT (loopback, ephemeral port) for the ``with`` block.
 
     responder: messages (the request's list of dicts) -> reply text, or a :class:`Reply`
         with tool calls; default "I heard: <last user message>".
@@ -914,6 +919,8 @@ def fake_openai(
         tts_chunk_ms=tts_chunk_ms,
         tts_chunk_interval_s=tts_chunk_interval_s,
         models=models,
+        host=host,
+        port=port,
     )
     server.start()
     try:

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The images of the local cluster, built by a dockerd of the harness's own (its layers are
+# kept in $CLUSTER_CACHE/docker, so a warm build takes seconds):
+#   - the base: Debian bookworm's CPython 3.11 (mmdebstrap), standing in for python:3.11-slim
+#   - the project's three images and the stand-ins (deploy/e2e/build-images.sh)
+#   - the pause image from Kubernetes' own source
+# then saves them all to $CLUSTER_RUN/images.tar for containerd.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+# dockerd without a bridge, NAT or iptables rules: builds use the host's network, and
+# nothing here runs containers.
+start_dockerd() {
+  docker_cmd info >/dev/null 2>&1 && return 0
+  mkdir -p "$CLUSTER_CACHE/docker" "$CLUSTER_RUN/docker-exec"
+  start_process dockerd /usr/sbin/dockerd --host "unix://$DOCKER_SOCK" \
+    --data-root "$CLUSTER_CACHE/docker" --exec-root "$CLUSTER_RUN/docker-exec" \
+    --pidfile "$CLUSTER_RUN/dockerd.own.pid" --bridge none --iptables=false --ip-masq=false \
+    --exec-opt native.cgroupdriver=cgroupfs
+  wait_for 60 dockerd docker_cmd info
+}
+
+base_image() {
+  local rootfs="$CLUSTER_CACHE/base/bookworm-python3.11.tar"
+  docker_cmd image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
+  if [[ ! -s "$rootfs" ]]; then
+    log "base image: mmdebstrap (once per machine)"
+    mkdir -p "$(dirname "$rootfs")"
+    mmdebstrap --quiet --variant=minbase --mode=root --format=tar \
+      --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \
+      --customize-hook='rm -f "$1"/usr/lib/python3.11/EXTERNALLY-MANAGED' \
+      --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
+      bookworm "$rootfs.tmp" http://deb.debian.org/debian
+    mv "$rootfs.tmp" "$rootfs"
+  fi
+  docker_cmd import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$rootfs" "$BASE_IMAGE" >/dev/null
+}
+
+pause_image() {
+  local src work
+  src="$(go mod download -json "k8s.io/kubernetes@$(kube_version)" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/build/pause/linux/pause.c"
+  work="$(mktemp -d)"
+  cp "$(dirname "$0")/pause/Dockerfile" "$work/"
+  gcc -Os -static -o "$work/pause" "$src"
+  docker_cmd build --quiet -t "$PAUSE_IMAGE" "$work" >/dev/null
+  rm -rf "$work"
+}
+
+# The CA certificates this machine trusts beyond Debian's own (a TLS-intercepting proxy's).
+extra_ca_file() {
+  local file="$CLUSTER_RUN/extra-ca.pem"
+  cat /usr/local/share/ca-certificates/*.crt >"$file" 2>/dev/null || true
+  [[ -s "$file" ]] && echo "$file"
+}
+
+mkdir -p "$CLUSTER_RUN"
+start_dockerd
+base_image
+pause_image
+DOCKER="env DOCKER_HOST=unix://$DOCKER_SOCK /usr/bin/docker" PYTHON_IMAGE="$BASE_IMAGE" \
+  EXTRA_CA_FILE="$(extra_ca_file || true)" BUILD_NETWORK=host bash "$root/deploy/e2e/build-images.sh"
+log "images: $(docker_cmd images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E ':e2e ' | tr '\n' ' ')"
+docker_cmd save -o "$CLUSTER_RUN/images.tar" "$PAUSE_IMAGE" voiceagent-{state,context,agent,mongo-standin,livekit}:e2e

@@ -1,0 +1,305 @@
+"""The mission on a real cluster: what a team running its own LiveKit sees after
+`helm install`. The chart runs with state_svc (2 replicas) on the MongoDB stand-in,
+context_svc and the agent; livekit-server runs beside it; a participant speaks from this
+process. The tests run in order and share the cluster (tests/cluster/conftest.py); the
+last one uninstalls the release."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from livekit import api
+
+from servicekit import auth
+from servicekit.ids import uuid7
+from tests.cluster.conftest import ClusterRun
+from tests.support.caller import Caller, until
+from tests.support.cluster import FULLNAME, NAMESPACE, RELEASE, VALUES
+from tests.support.speech import silence_frames, speech_frames
+from voiceagent.context.v1 import context_pb2 as cpb
+from voiceagent.context.v1 import context_pb2_grpc
+from voiceagent.state.v1 import state_pb2 as pb
+from voiceagent.state.v1 import state_pb2_grpc
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
+
+ROOM = "cluster-room"
+USER = "user-e2e"
+TENANT = "default"  # the chart's agent.tenant
+AGENT_NAME = "voiceagent"  # the chart's agent.name
+SPOKEN = "My favourite colour is blue."
+ASKED = "Which colour do I like?"
+AGENT_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=agent"
+STATE_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=state"
+
+
+@dataclass
+class Backend:
+    """state_svc and context_svc through their Services, with a token of the agent's tenant."""
+
+    state: state_pb2_grpc.StateServiceStub
+    context: context_pb2_grpc.ContextServiceStub
+    metadata: tuple[tuple[str, str], ...]
+
+    async def history(self, conversation_id: str) -> list[pb.Event]:
+        reply = await self.state.GetHistory(
+            pb.GetHistoryRequest(conversation_id=conversation_id, page_size=1000),
+            metadata=self.metadata,
+        )
+        return list(reply.events)
+
+
+@pytest.fixture(scope="module")
+async def backend(cluster_run: ClusterRun) -> AsyncIterator[Backend]:
+    cluster = cluster_run.cluster
+    key = cluster.secret_value(f"{FULLNAME}-jwt", "jwt-key")
+    token = auth.mint_token(
+        key, tenant=TENANT, scopes=["state.read", "state.write", "context.read"], ttl_s=3600
+    )
+    async with (
+        grpc.aio.insecure_channel(cluster.service_address(f"{FULLNAME}-state", 50051)) as sc,
+        grpc.aio.insecure_channel(cluster.service_address(f"{FULLNAME}-context", 50052)) as cc,
+    ):
+        yield Backend(
+            state_pb2_grpc.StateServiceStub(sc),  # type: ignore[no-untyped-call]
+            context_pb2_grpc.ContextServiceStub(cc),  # type: ignore[no-untyped-call]
+            (("authorization", f"Bearer {token}"),),
+        )
+
+
+@dataclass
+class Call:
+    """One participant in one room, for the whole module."""
+
+    caller: Caller
+    livekit: api.LiveKitAPI
+    conversation_id: str = ""
+
+    async def room_metadata(self) -> dict[str, object]:
+        rooms = await self.livekit.room.list_rooms(api.ListRoomsRequest(names=[ROOM]))
+        raw = rooms.rooms[0].metadata if rooms.rooms else ""
+        return dict(json.loads(raw)) if raw else {}
+
+    async def dispatch(self) -> None:
+        await self.livekit.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=ROOM)
+        )
+
+
+@pytest.fixture(scope="module")
+async def call(cluster_run: ClusterRun) -> AsyncIterator[Call]:
+    address = cluster_run.cluster.service_address("livekit-server", 7880, namespace="livekit")
+    livekit = api.LiveKitAPI(f"http://{address}", "devkey", "secret")
+    caller = Caller()
+    try:
+        await livekit.room.create_room(
+            api.CreateRoomRequest(name=ROOM, metadata=json.dumps({"app": "cluster"}))
+        )
+        await caller.join_url(f"ws://{address}", "devkey", "secret", ROOM)
+        yield Call(caller, livekit)
+    finally:
+        await caller.leave()
+        await livekit.aclose()
+
+
+async def test_spoken_conversation_through_the_cluster(
+    cluster_run: ClusterRun, backend: Backend, call: Call, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    openai = cluster_run.openai
+    workdir = tmp_path_factory.mktemp("speech")
+    openai.queue_transcripts(SPOKEN, ASKED)
+    await call.dispatch()
+
+    async def conversation_id() -> str:
+        return str((await call.room_metadata()).get("conversation_id", ""))
+
+    call.conversation_id = await until(conversation_id, "the conversation id in room metadata", 90)
+    assert (await call.room_metadata())["app"] == "cluster", "other metadata keys are kept"
+
+    async def greeted() -> bool:
+        return call.caller.heard_frames > 10
+
+    await until(greeted, "the agent's greeting, heard over WebRTC", 90)
+    for text in (SPOKEN, ASKED):
+        heard_before = call.caller.heard_frames
+        replies_before = await agent_replies(backend, call.conversation_id)
+        await call.caller.speak(speech_frames(text, workdir, trailing_silence_s=1.5))
+        await call.caller.speak(silence_frames(0.5))
+
+        async def replied(before: list[str] = replies_before) -> bool:
+            return len(await agent_replies(backend, call.conversation_id)) > len(before)
+
+        async def heard(before: int = heard_before) -> bool:
+            return call.caller.heard_frames > before + 10
+
+        await until(replied, f"the reply to {text!r} stored in state_svc", 120)
+        await until(heard, f"the reply to {text!r}, heard", 60)
+
+    events = await backend.history(call.conversation_id)
+    users = [e.text for e in events if e.type == pb.EVENT_TYPE_USER_MESSAGE]
+    assert users == [SPOKEN, ASKED]
+    assert [e.text for e in events if e.type == pb.EVENT_TYPE_TRANSCRIPTION] == [SPOKEN, ASKED]
+    replies = await agent_replies(backend, call.conversation_id)
+    assert replies[0] == "Hello, Eve! How can I help you today?"
+    assert f"I heard: {SPOKEN}" in replies
+    assert f"I heard: {ASKED}" in replies
+    assert pb.EVENT_TYPE_TTS_SPEECH in [e.type for e in events]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+    # context_svc followed the feed: the first turn is memory for the question...
+    enriched = await backend.context.Enrich(
+        cpb.EnrichRequest(user_id=USER, text=ASKED), metadata=backend.metadata
+    )
+    assert any(SPOKEN in item.text for item in enriched.items), enriched
+    # ...and the agent injected it into the LLM request that answered the question.
+    asked = [
+        r.json
+        for r in openai.requests_to("/chat/completions")
+        if ASKED in json.dumps(r.json["messages"])
+    ]
+    assert asked, "the question never reached the LLM"
+    system = [m for m in asked[-1]["messages"] if m["role"] == "system"]
+    assert any(SPOKEN in json.dumps(m) for m in system), "no enrichment in the LLM request"
+
+
+async def agent_replies(backend: Backend, conversation_id: str) -> list[str]:
+    events = await backend.history(conversation_id)
+    return [e.text for e in events if e.type == pb.EVENT_TYPE_AGENT_MESSAGE]
+
+
+async def test_agent_pod_deleted_mid_call_resumes_on_a_new_pod(
+    cluster_run: ClusterRun, backend: Backend, call: Call
+) -> None:
+    cluster = cluster_run.cluster
+    assert call.conversation_id, "needs the conversation of the test before"
+    [old_pod] = cluster.wait_ready(AGENT_SELECTOR, 1)
+    before = await backend.history(call.conversation_id)
+    # As a node failure would: no drain, no goodbye, the job process gone at once.
+    cluster.kubectl("delete", "pod", old_pod, "-n", NAMESPACE, "--grace-period=0", "--force")
+    [new_pod] = await asyncio.to_thread(cluster.wait_ready, AGENT_SELECTOR, 1, 240)
+    assert new_pod != old_pod
+    # Self-hosted LiveKit does not dispatch the room again by itself: the caller's app does.
+    await call.dispatch()
+
+    async def welcomed_back() -> bool:
+        texts = [e.text for e in await backend.history(call.conversation_id)]
+        return "Welcome back, Eve! Shall we pick up where we left off?" in texts
+
+    await until(welcomed_back, "the resumed greeting from the new pod", 120)
+    assert (await call.room_metadata())["conversation_id"] == call.conversation_id
+    events = await backend.history(call.conversation_id)
+    assert [e.event_id for e in events[: len(before)]] == [e.event_id for e in before]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)), "a gap in the seqs"
+    assert len({e.event_id for e in events}) == len(events), "an event stored twice"
+    listed = await backend.state.ListConversations(
+        pb.ListConversationsRequest(user_id=USER), metadata=backend.metadata
+    )
+    assert [c.conversation_id for c in listed.conversations] == [call.conversation_id]
+
+
+async def test_helm_upgrade_rolls_state_while_a_writer_appends(
+    cluster_run: ClusterRun, backend: Backend
+) -> None:
+    cluster = cluster_run.cluster
+    old_pods = set(cluster.wait_ready(STATE_SELECTOR, 2))
+    conversation_id = str(uuid7())
+    await backend.state.CreateConversation(
+        pb.CreateConversationRequest(conversation_id=conversation_id, user_ids=[USER]),
+        metadata=backend.metadata,
+    )
+    sent: list[str] = []
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        # One event per call, retried with the same id until acknowledged: the write is
+        # idempotent, so a retry after a lost reply stores nothing twice.
+        while not stop.is_set():
+            event = pb.Event(
+                event_id=str(uuid7()),
+                type=pb.EVENT_TYPE_USER_MESSAGE,
+                role=pb.ROLE_USER,
+                text=f"message {len(sent)}",
+            )
+            request = pb.AppendEventsRequest(conversation_id=conversation_id, events=[event])
+            while True:
+                try:
+                    await backend.state.AppendEvents(request, metadata=backend.metadata, timeout=5)
+                    break
+                except grpc.aio.AioRpcError as error:
+                    if error.code() not in (
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                    ):
+                        raise
+                    await asyncio.sleep(0.1)
+            sent.append(event.event_id)
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(writer())
+    try:
+        await asyncio.sleep(2)
+        await asyncio.to_thread(
+            cluster.helm,
+            "upgrade", RELEASE, "deploy/helm/voiceagent", "--namespace", NAMESPACE,
+            "--values", str(VALUES), "--set-string", f"state.podAnnotations.rolled={time.time()}",
+            "--wait", "--timeout", "10m",
+        )  # fmt: skip
+        new_pods = set(await asyncio.to_thread(cluster.wait_ready, STATE_SELECTOR, 2, 240))
+        assert not new_pods & old_pods, "the upgrade did not replace the state pods"
+        await asyncio.sleep(2)
+    finally:
+        stop.set()
+        await task
+    stored = await backend.history(conversation_id)
+    assert [e.event_id for e in stored] == sent, "lost, duplicated or reordered appends"
+    assert [e.seq for e in stored] == list(range(1, len(sent) + 1))
+    assert len(sent) > 50
+
+
+def test_every_pod_is_admitted_under_the_restricted_standard(cluster_run: ClusterRun) -> None:
+    cluster = cluster_run.cluster
+    for namespace in (NAMESPACE, "livekit"):
+        labels = cluster.kubectl_json("get", "namespace", namespace)["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        for pod in cluster.pods("", namespace):
+            if pod["status"]["phase"] == "Succeeded":
+                continue  # helm test pods
+            assert pod["status"]["phase"] == "Running", pod["metadata"]["name"]
+            for container in pod["spec"]["containers"]:
+                context = container["securityContext"]
+                assert context["readOnlyRootFilesystem"] is True, container["name"]
+                assert context["allowPrivilegeEscalation"] is False, container["name"]
+    # The label is enforced: a pod that asks for root is refused at admission.
+    refused = cluster.kubectl_error(
+        "run", "privileged-probe", "-n", NAMESPACE, "--image=voiceagent-state:e2e",
+        "--image-pull-policy=Never", "--restart=Never",
+        '--overrides={"spec": {"containers": [{"name": "privileged-probe", '
+        '"image": "voiceagent-state:e2e", "securityContext": {"privileged": true}}]}}',
+    )  # fmt: skip
+    assert "violates PodSecurity \"restricted:latest\"" in refused, refused
+    assert not cluster.pods("run=privileged-probe")
+
+
+def test_uninstall_leaves_no_workload_and_keeps_the_data_claims(cluster_run: ClusterRun) -> None:
+    cluster = cluster_run.cluster
+    cluster.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "5m")
+    kinds = "deployments,statefulsets,replicasets,pods,services,configmaps,secrets,networkpolicies"
+    deadline = time.monotonic() + 120
+    while left := cluster.kubectl_json(
+        "get", f"{kinds},poddisruptionbudgets,horizontalpodautoscalers,servicemonitors",
+        "-n", NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}",
+    )["items"]:  # fmt: skip
+        assert time.monotonic() < deadline, [i["metadata"]["name"] for i in left]
+        time.sleep(1)
+    # The documented policy: context_svc's claim (knowledge and facts) is kept by
+    # helm.sh/resource-policy, the development MongoDB's by its StatefulSet.
+    claims = sorted(
+        c["metadata"]["name"] for c in cluster.kubectl_json("get", "pvc", "-n", NAMESPACE)["items"]
+    )
+    assert claims == sorted([f"{FULLNAME}-context", f"data-{FULLNAME}-mongodb-0"])
