@@ -15,9 +15,10 @@ if [[ -S "$CONTAINERD_SOCK" ]]; then
   sleep 1
   for task in $(ctr_k8s tasks list --quiet 2>/dev/null); do ctr_k8s tasks delete --force "$task" >/dev/null 2>&1; done
 fi
-for name in kube-proxy coredns kube-scheduler kube-controller-manager kube-apiserver etcd containerd dockerd; do
+for name in kube-proxy coredns kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
   stop_process "$name"
 done
+bash "$(dirname "$0")/docker.sh" stop
 # Whatever still runs from the run folder: container shims, dockerd's containerd.
 pkill -9 -f -- "$CLUSTER_RUN/" 2>/dev/null
 sleep 0.5
@@ -29,11 +30,8 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
   fi
 done
 rm -rf /var/lib/cni/results/voiceagent-pods-* 2>/dev/null
-# Mounts under the run folder (kubelet's volumes, containerd's snapshots) and dockerd's
-# private mount of its data folder.
-for folder in "$CLUSTER_RUN/" "$CLUSTER_CACHE/docker"; do
-  awk -v folder="$folder" 'index($2, folder) == 1 {print $2}' /proc/mounts | sort -r |
-    while read -r mount; do umount "$mount" 2>/dev/null || umount -l "$mount"; done
-done
+# Mounts under the run folder: kubelet's volumes, containerd's snapshots.
+awk -v folder="$CLUSTER_RUN/" 'index($2, folder) == 1 {print $2}' /proc/mounts | sort -r |
+  while read -r mount; do umount "$mount" 2>/dev/null || umount -l "$mount"; done
 bash "$(dirname "$0")/network.sh" down
 exit 0

@@ -1,24 +1,11 @@
 #!/usr/bin/env bash
-# The images of the local cluster, built by a dockerd of the harness's own (its layers are
-# kept in $CLUSTER_CACHE/docker, so a warm build takes seconds):
+# The images of the local cluster, built by the harness's own dockerd (docker.sh):
 #   - the base: Debian bookworm's CPython 3.11 (mmdebstrap), standing in for python:3.11-slim
 #   - the project's three images and the stand-ins (deploy/e2e/build-images.sh)
 #   - the pause image from Kubernetes' own source
 # then saves them all to $CLUSTER_RUN/images.tar for containerd.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-
-# dockerd without a bridge, NAT or iptables rules: builds use the host's network, and
-# nothing here runs containers.
-start_dockerd() {
-  docker_cmd info >/dev/null 2>&1 && return 0
-  mkdir -p "$CLUSTER_CACHE/docker" "$CLUSTER_RUN/docker-exec"
-  start_process dockerd /usr/sbin/dockerd --host "unix://$DOCKER_SOCK" \
-    --data-root "$CLUSTER_CACHE/docker" --exec-root "$CLUSTER_RUN/docker-exec" \
-    --pidfile "$CLUSTER_RUN/dockerd.own.pid" --bridge none --iptables=false --ip-masq=false \
-    --exec-opt native.cgroupdriver=cgroupfs
-  wait_for 60 dockerd docker_cmd info
-}
 
 base_image() {
   local rootfs="$CLUSTER_CACHE/base/bookworm-python3.11.tar"
@@ -55,7 +42,7 @@ extra_ca_file() {
 }
 
 mkdir -p "$CLUSTER_RUN"
-start_dockerd
+bash "$(dirname "$0")/docker.sh" start
 base_image
 pause_image
 DOCKER="env DOCKER_HOST=unix://$DOCKER_SOCK /usr/bin/docker" PYTHON_IMAGE="$BASE_IMAGE" \

@@ -30,10 +30,25 @@ up() {
   iptables -I FORWARD 1 -j VOICEAGENT-PODS
 }
 
+# restore iptables|ip6tables FILE: the tables as saved; a table that did not exist then
+# (kube-proxy's nat rules on a host without any, say) is emptied, its policies ACCEPT.
+restore() {
+  local command="$1" file="$2" table
+  {
+    cat "$file"
+    for table in $("$command-save" | sed -n 's/^\*//p'); do
+      grep -qx "\*$table" "$file" && continue
+      echo "*$table"
+      "$command-save" -t "$table" | awk '/^:/ && $2 != "-" {print $1 " ACCEPT [0:0]"}'
+      echo COMMIT
+    done
+  } | "$command-restore"
+}
+
 down() {
   if [[ -d "$saved" ]]; then
-    iptables-restore <"$saved/iptables"
-    ip6tables-restore <"$saved/ip6tables"
+    restore iptables "$saved/iptables"
+    restore ip6tables "$saved/ip6tables"
     for name in "${sysctls[@]}"; do sysctl -qw "$name=$(cat "$saved/$name")"; done
     rm -rf "$saved"
   fi

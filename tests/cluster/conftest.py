@@ -38,7 +38,8 @@ class ClusterRun:
     openai: FakeOpenAI
 
 
-@pytest.fixture(scope="session")
+# Package scope: the cluster is stopped as soon as this folder's tests are done.
+@pytest.fixture(scope="package")
 def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRun]:
     require_cluster_prerequisites()
     log = tmp_path_factory.mktemp("cluster") / "cluster.log"

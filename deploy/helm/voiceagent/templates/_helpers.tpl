@@ -82,9 +82,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The restricted pod and container security contexts (Pod Security Standards). */}}
 {{- define "voiceagent.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: {{ .Values.securityContext.runAsUser }}
-runAsGroup: {{ .Values.securityContext.runAsGroup }}
-fsGroup: {{ .Values.securityContext.fsGroup }}
+runAsUser: {{ .Values.securityContext.runAsUser | int64 }}
+runAsGroup: {{ .Values.securityContext.runAsGroup | int64 }}
+fsGroup: {{ .Values.securityContext.fsGroup | int64 }}
 fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
@@ -144,34 +144,47 @@ seccompProfile:
         path: jwt-key
 {{- end -}}
 
+{{/* An environment variable's value from a number (or string, or boolean) in the values.
+     Helm reads every number as a float64, and `quote` alone writes 7776000 as "7.776e+06",
+     which an int setting refuses. A whole number is written as an integer, any other number
+     in Go's shortest form ("0.1", "1e-05", which Python's float() reads), anything else as
+     it is. Integer settings use `int64 | quote` instead (the schema guarantees an integer). */}}
+{{- define "voiceagent.envValue" -}}
+{{- if and (kindIs "float64" .) (eq (floor .) .) -}}
+{{- printf "%.0f" . | quote -}}
+{{- else -}}
+{{- . | quote -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Environment shared by state_svc and context_svc: (dict "ctx" $ "prefix" "STATE_" "values" .Values.state) */}}
 {{- define "voiceagent.serviceEnv" -}}
 {{- $v := .values -}}
 - name: {{ .prefix }}HOST
   value: "0.0.0.0"
 - name: {{ .prefix }}PORT
-  value: {{ $v.grpc.port | quote }}
+  value: {{ $v.grpc.port | int64 | quote }}
 - name: {{ .prefix }}METRICS_HOST
   value: "0.0.0.0"
 - name: {{ .prefix }}METRICS_PORT
-  value: {{ $v.metrics.port | quote }}
+  value: {{ $v.metrics.port | int64 | quote }}
 - name: {{ .prefix }}AUTH_JWT_KEY_FILE
   value: /var/run/secrets/voiceagent/jwt-key
 - name: {{ .prefix }}GRACE_PERIOD_S
-  value: {{ $v.gracePeriodSeconds | quote }}
+  value: {{ include "voiceagent.envValue" $v.gracePeriodSeconds }}
 - name: {{ .prefix }}SHUTDOWN_DELAY_S
-  value: {{ $v.shutdownDelaySeconds | quote }}
+  value: {{ include "voiceagent.envValue" $v.shutdownDelaySeconds }}
 - name: {{ .prefix }}MAX_CONNECTION_AGE_S
-  value: {{ $v.grpc.maxConnectionAgeSeconds | quote }}
+  value: {{ include "voiceagent.envValue" $v.grpc.maxConnectionAgeSeconds }}
 - name: {{ .prefix }}MAX_CONNECTION_AGE_GRACE_S
-  value: {{ $v.grpc.maxConnectionAgeGraceSeconds | quote }}
+  value: {{ include "voiceagent.envValue" $v.grpc.maxConnectionAgeGraceSeconds }}
 - name: {{ .prefix }}LOG_LEVEL
   value: {{ $v.logLevel | quote }}
 {{- with .ctx.Values.tracing.otlpEndpoint }}
 - name: {{ $.prefix }}OTLP_ENDPOINT
   value: {{ . | quote }}
 - name: {{ $.prefix }}TRACE_SAMPLE_RATIO
-  value: {{ $.ctx.Values.tracing.sampleRatio | quote }}
+  value: {{ include "voiceagent.envValue" $.ctx.Values.tracing.sampleRatio }}
 {{- end }}
 {{- end -}}
 
