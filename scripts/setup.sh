@@ -3,6 +3,7 @@
 #   .tools/uv   the uv package manager (from PyPI)
 #   .venv       Python 3.11 with every dependency group, exactly as uv.lock pins them
 #   .tools/bin  the Go-built servers and tools (scripts/install-tools.sh)
+# and, as root with apt, the Debian packages the tests use (scripts/install-system-packages.sh).
 # Re-running it is cheap: each step checks what is already there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,19 +25,7 @@ fi
 export UV_PYTHON_DOWNLOADS=never
 "$uv" sync --frozen --all-extras --python "$(command -v python3.11 || command -v python3)" --quiet
 
-# espeak-ng synthesizes the spoken test audio for the end-to-end voice test
-# (tests/support/speech.py). It is a system package: installed only when we may (root + apt).
-if ! command -v espeak-ng >/dev/null 2>&1; then
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing espeak-ng (apt-get)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null
-  else
-    echo "setup: espeak-ng is missing; the end-to-end voice test needs it" \
-      "(Debian/Ubuntu: sudo apt-get install espeak-ng)" >&2
-  fi
-fi
+bash scripts/install-system-packages.sh
 
 if [[ "${SKIP_TOOLS:-0}" != 1 ]]; then
   bash scripts/install-tools.sh "$@"

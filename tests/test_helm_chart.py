@@ -512,6 +512,19 @@ def test_context_index_volume_pvc_by_default_emptydir_when_scaled() -> None:
     assert of_kind(scaled, "PersistentVolumeClaim") == []
 
 
+def test_a_generated_key_gives_every_workload_the_same_secrets_checksum() -> None:
+    # Found on a real cluster: each workload's checksum came from its own random key, so
+    # the first `helm upgrade` after an install restarted every pod.
+    manifests = ci_render("kind-values.yaml")
+    checksums = {
+        m["metadata"]["name"]: m["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"]
+        for m in manifests
+        if m["kind"] == "Deployment"
+    }
+    assert len(checksums) == 3
+    assert len(set(checksums.values())) == 1, checksums
+
+
 def test_dev_mongodb_is_what_state_connects_to() -> None:
     manifests = ci_render("kind-values.yaml")
     mongo = named(manifests, "StatefulSet", component_name("mongodb"))

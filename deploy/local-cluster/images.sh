@@ -3,7 +3,6 @@
 #   - the base: Debian bookworm's CPython 3.11 (mmdebstrap), standing in for python:3.11-slim
 #   - the project's three images and the stand-ins (deploy/e2e/build-images.sh)
 #   - the pause image from Kubernetes' own source
-# then saves them all to $CLUSTER_RUN/images.tar for containerd.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -13,10 +12,16 @@ base_image() {
   if [[ ! -s "$rootfs" ]]; then
     log "base image: mmdebstrap (once per machine)"
     mkdir -p "$(dirname "$rootfs")"
+    # No recommended packages, documentation or translations: a slim image's contents.
+    # The merged-usr hook does the /usr merge itself; the usrmerge package would add Perl.
     mmdebstrap --quiet --variant=minbase --mode=root --format=tar \
+      --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+      --aptopt='APT::Install-Recommends "false"' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+      --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
       --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \
       --customize-hook='rm -f "$1"/usr/lib/python3.11/EXTERNALLY-MANAGED' \
-      --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
+      --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*' \
       bookworm "$rootfs.tmp" http://deb.debian.org/debian
     mv "$rootfs.tmp" "$rootfs"
   fi
@@ -48,4 +53,3 @@ pause_image
 DOCKER="env DOCKER_HOST=unix://$DOCKER_SOCK /usr/bin/docker" PYTHON_IMAGE="$BASE_IMAGE" \
   EXTRA_CA_FILE="$(extra_ca_file || true)" BUILD_NETWORK=host bash "$root/deploy/e2e/build-images.sh"
 log "images: $(docker_cmd images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E ':e2e ' | tr '\n' ' ')"
-docker_cmd save -o "$CLUSTER_RUN/images.tar" "$PAUSE_IMAGE" voiceagent-{state,context,agent,mongo-standin,livekit}:e2e

@@ -15,18 +15,11 @@ phase_start=$SECONDS
 phase() { echo "$1 $((SECONDS - phase_start))"; phase_start=$SECONDS; }
 
 install_prerequisites() {
-  local missing=()
+  bash "$root/scripts/install-system-packages.sh"
   for package in "${DEBIAN_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
+      die "the Debian package $package is missing"
   done
-  if ((${#missing[@]})); then
-    log "installing ${missing[*]} (apt-get)"
-    # No package may start a daemon: the harness starts its own, and stops them.
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
-  fi
   bash "$root/scripts/install-tools.sh" kube-apiserver kube-controller-manager kube-scheduler \
     kubelet kube-proxy kubectl coredns helm
 }
@@ -58,8 +51,9 @@ TOML
 JSON
   start_process containerd /usr/bin/containerd --config "$CLUSTER_RUN/containerd/config.toml"
   wait_for 30 containerd ctr --address "$CONTAINERD_SOCK" version
-  ctr --address "$CONTAINERD_SOCK" --namespace k8s.io images import "$CLUSTER_RUN/images.tar" >/dev/null
-  rm -f "$CLUSTER_RUN/images.tar"
+  # One stream for all images: the layers they share travel once.
+  docker_cmd save "$PAUSE_IMAGE" voiceagent-{state,context,agent,mongo-standin,livekit}:e2e |
+    ctr --address "$CONTAINERD_SOCK" --namespace k8s.io images import - >/dev/null
 }
 
 start_control_plane() {

@@ -5,6 +5,7 @@ up the run: `{"e2e": "cluster", ...}` with the phase timings and each scenario's
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRun
     require_cluster_prerequisites()
     log = tmp_path_factory.mktemp("cluster") / "cluster.log"
     started = time.monotonic()
+    # A stopped run (SIGTERM from a CI timeout, say) still stops the cluster: pytest tears
+    # fixtures down after a KeyboardInterrupt, not after a plain SIGTERM.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with local_cluster(log) as cluster:
             SUMMARY["phases_s"] = cluster.phases_s
@@ -54,7 +58,12 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRun
                     SUMMARY["helm_test"] = "passed" if "helm_test" in cluster.phases_s else "failed"
                 yield ClusterRun(cluster, openai)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         SUMMARY["total_s"] = round(time.monotonic() - started, 1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

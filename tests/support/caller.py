@@ -59,6 +59,19 @@ class Caller:
         for frame in frames:  # capture_frame paces the audio in real time
             await self.source.capture_frame(frame)
 
+    async def until_quiet(self, quiet_s: float = 1.0, timeout_s: float = 60) -> None:
+        """Waits until the agent has said nothing for ``quiet_s``: speaking earlier would
+        interrupt it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        heard, since = self.heard_frames, loop.time()
+        while loop.time() - since < quiet_s:
+            if loop.time() > deadline:
+                raise AssertionError(f"the agent kept talking for {timeout_s}s")
+            await asyncio.sleep(0.1)
+            if self.heard_frames != heard:
+                heard, since = self.heard_frames, loop.time()
+
     async def leave(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import IN_CI, ROOT, TOOLS_BIN
+from tests.support.processes import IN_CI, ROOT, TOOLS_BIN, run_command
 
 SCRIPTS = ROOT / "deploy" / "local-cluster"
 VALUES = ROOT / "deploy" / "helm" / "voiceagent" / "ci" / "kind-values.yaml"
@@ -56,17 +56,8 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(KUBECONFIG), "KUBECTL": str(TOOLS_BIN / "kubectl")}
 
-    def kubectl(self, *args: str, check: bool = True, timeout_s: float = 120) -> str:
-        result = subprocess.run(
-            [str(TOOLS_BIN / "kubectl"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout
+    def kubectl(self, *args: str, timeout_s: float = 120) -> str:
+        return run_command([TOOLS_BIN / "kubectl", *args], self.env, timeout_s)
 
     def kubectl_error(self, *args: str) -> str:
         """Runs a kubectl command that must fail; its error message."""
@@ -80,16 +71,7 @@ class Cluster:
         return json.loads(self.kubectl(*args, "-o", "json"))
 
     def helm(self, *args: str, timeout_s: float = 900) -> str:
-        result = subprocess.run(
-            [str(TOOLS_BIN / "helm"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout
+        return run_command([TOOLS_BIN / "helm", *args], self.env, timeout_s)
 
     def service_address(self, name: str, port: int, namespace: str = NAMESPACE) -> str:
         """The Service's cluster address: reachable from this host through kube-proxy."""
@@ -107,6 +89,20 @@ class Cluster:
             "get", "pods", "-n", namespace, "-l", selector
         )["items"]
         return items
+
+    def save_pod_logs(self, folder: Path) -> None:
+        """Every container's log (and the previous one's, after a restart) into FOLDER."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for pod in self.kubectl_json("get", "pods", "--all-namespaces")["items"]:
+            namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            for previous in ("false", "true"):
+                with contextlib.suppress(AssertionError):  # no previous container
+                    text = self.kubectl(
+                        "logs", "-n", namespace, name, "--all-containers", f"--previous={previous}"
+                    )  # fmt: skip
+                    suffix = ".previous" if previous == "true" else ""
+                    if text:
+                        (folder / f"{namespace}.{name}{suffix}.log").write_text(text)
 
     def wait_ready(self, selector: str, count: int, timeout_s: float = 180) -> list[str]:
         """Waits until exactly COUNT pods match, all Ready and none terminating; their names."""
@@ -152,7 +148,8 @@ def _run_phases(
 
 @contextlib.contextmanager
 def local_cluster(log: Path) -> Iterator[Cluster]:
-    """The cluster up (deploy/local-cluster/up.sh), then always down (down.sh)."""
+    """The cluster up (deploy/local-cluster/up.sh), then always down (down.sh), after the
+    logs of every pod are saved beside LOG. VOICEAGENT_CLUSTER_KEEP=1 leaves it running."""
     cluster = Cluster()
     try:
         cluster.phases_s.update(
@@ -160,7 +157,10 @@ def local_cluster(log: Path) -> Iterator[Cluster]:
         )
         yield cluster
     finally:
-        subprocess.run(["bash", str(SCRIPTS / "down.sh")], check=False, timeout=300)
+        with contextlib.suppress(Exception):
+            cluster.save_pod_logs(log.parent / "pods")
+        if os.environ.get("VOICEAGENT_CLUSTER_KEEP") != "1":
+            subprocess.run(["bash", str(SCRIPTS / "down.sh")], check=False, timeout=300)
 
 
 def install_chart(cluster: Cluster, log: Path) -> None:

@@ -33,6 +33,26 @@ def tool_path(name: str) -> Path:
     pytest.skip(reason)
 
 
+def run_command(
+    args: Sequence[str | os.PathLike[str]],
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120,
+) -> str:
+    """Runs a command to its end; its stdout, or AssertionError with its stderr."""
+    result = subprocess.run(
+        [str(a) for a in args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        name = Path(args[0]).name
+        rest = " ".join(str(a) for a in args[1:])
+        raise AssertionError(f"{name} {rest}: {result.stderr.strip()}")
+    return result.stdout
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
