@@ -168,7 +168,7 @@ YAML
 
 bash "$here/down.sh"
 trap 'status=$?; ((status)) && { log "cleaning up after the failure (logs: $CLUSTER_RUN)"; bash "$here/down.sh"; }; exit $status' EXIT
-rm -rf "$CLUSTER_RUN"
+rm -rf --one-file-system "$CLUSTER_RUN"
 mkdir -p "$CLUSTER_RUN"
 install_prerequisites
 phase prerequisites
