@@ -100,7 +100,7 @@ build_kubernetes() {
       "gitTreeState=clean" "buildDate=1970-01-01T00:00:00Z"; do
       ldflags="$ldflags -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
     done
-    go get "$pkg@$version" >/dev/null 2>&1
+    go get "$pkg@$version"
     go build -trimpath -ldflags="$ldflags" -o "$work/out" "$pkg"
   )
 }
