@@ -52,4 +52,7 @@ base_image
 pause_image
 DOCKER="env DOCKER_HOST=unix://$DOCKER_SOCK /usr/bin/docker" PYTHON_IMAGE="$BASE_IMAGE" \
   EXTRA_CA_FILE="$(extra_ca_file || true)" BUILD_NETWORK=host bash "$root/deploy/e2e/build-images.sh"
+# Each build leaves the previous images untagged and its cache behind: keep the disk bounded.
+docker_cmd image prune --force >/dev/null
+docker_cmd builder prune --force --keep-storage 3gb >/dev/null
 log "images: $(docker_cmd images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E ':e2e ' | tr '\n' ' ')"
