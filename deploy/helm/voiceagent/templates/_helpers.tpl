@@ -148,7 +148,7 @@ seccompProfile:
      Helm reads every number as a float64, and `quote` alone writes 7776000 as "7.776e+06",
      which an int setting refuses. A whole number is written as an integer, any other number
      in Go's shortest form ("0.1", "1e-05", which Python's float() reads), anything else as
-     it is. Integer settings use `int64 | quote` instead (the schema guarantees an integer). */}}
+     it is. Every env value the chart takes from the values goes through here. */}}
 {{- define "voiceagent.envValue" -}}
 {{- if and (kindIs "float64" .) (eq (floor .) .) -}}
 {{- printf "%.0f" . | quote -}}
@@ -163,11 +163,11 @@ seccompProfile:
 - name: {{ .prefix }}HOST
   value: "0.0.0.0"
 - name: {{ .prefix }}PORT
-  value: {{ $v.grpc.port | int64 | quote }}
+  value: {{ include "voiceagent.envValue" $v.grpc.port }}
 - name: {{ .prefix }}METRICS_HOST
   value: "0.0.0.0"
 - name: {{ .prefix }}METRICS_PORT
-  value: {{ $v.metrics.port | int64 | quote }}
+  value: {{ include "voiceagent.envValue" $v.metrics.port }}
 - name: {{ .prefix }}AUTH_JWT_KEY_FILE
   value: /var/run/secrets/voiceagent/jwt-key
 - name: {{ .prefix }}GRACE_PERIOD_S
