@@ -4,6 +4,7 @@
 #   docker.io containerd runc ...  the local Kubernetes cluster and the compose stack
 #                                  (deploy/local-cluster, tests/cluster, tests/test_compose.py)
 # No package may start a daemon meanwhile: the tests start their own, and stop them.
+#   install-system-packages.sh [--check]   (--check: install nothing, exit 1 if one is missing)
 set -euo pipefail
 packages=(espeak-ng docker.io containerd runc containernetworking-plugins iptables
   mmdebstrap etcd-server conntrack docker-compose)
@@ -13,6 +14,10 @@ for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
 done
 ((${#missing[@]})) || exit 0
+if [[ "${1:-}" == --check ]]; then
+  echo "missing Debian packages: ${missing[*]}" >&2
+  exit 1
+fi
 if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
   echo "setup: missing Debian packages ${missing[*]}; the voice, cluster and compose tests" \
     "need them (sudo apt-get install ${missing[*]})" >&2

@@ -31,9 +31,6 @@ NODE_NAME=voiceagent-node
 BASE_IMAGE=localhost/voiceagent-python:3.11-bookworm
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 
-DEBIAN_PACKAGES=(docker.io containerd runc containernetworking-plugins iptables
-  mmdebstrap etcd-server conntrack docker-compose)
-
 log() { printf 'local-cluster: %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 

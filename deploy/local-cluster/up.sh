@@ -16,10 +16,7 @@ phase() { echo "$1 $((SECONDS - phase_start))"; phase_start=$SECONDS; }
 
 install_prerequisites() {
   bash "$root/scripts/install-system-packages.sh"
-  for package in "${DEBIAN_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' ||
-      die "the Debian package $package is missing"
-  done
+  bash "$root/scripts/install-system-packages.sh" --check || die "Debian packages are missing"
   bash "$root/scripts/install-tools.sh" kube-apiserver kube-controller-manager kube-scheduler \
     kubelet kube-proxy kubectl coredns helm
 }
