@@ -7,8 +7,9 @@
 #
 #   deploy/kind/e2e.sh
 #
-# Needs docker, kind, kubectl, helm and grpcurl (helm and grpcurl from .tools/bin when
-# `make setup` built them), and .venv (to mint a token). Environment:
+# Needs docker, kind, kubectl, helm, grpcurl and go (helm, grpcurl and the stand-ins'
+# ferretdb and livekit-server from .tools/bin when `make setup` built them; go for the
+# CRDs), and .venv (to mint a token). Environment:
 #   E2E_CLUSTER=voiceagent-e2e   kind cluster name (created, and deleted at the end)
 #   E2E_KEEP_CLUSTER=1           keep the cluster afterwards (for debugging)
 #   E2E_SKIP_BUILD=1             use images already loaded into the cluster
