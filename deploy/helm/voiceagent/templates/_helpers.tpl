@@ -148,7 +148,7 @@ seccompProfile:
      Helm reads every number as a float64, and `quote` alone writes 7776000 as "7.776e+06",
      which an int setting refuses. A whole number is written as an integer, any other number
      in Go's shortest form ("0.1", "1e-05", which Python's float() reads), anything else as
-     it is. Every env value the chart takes from the values goes through here. */}}
+     it is. Every env value that may be a number goes through here. */}}
 {{- define "voiceagent.envValue" -}}
 {{- if and (kindIs "float64" .) (eq (floor .) .) -}}
 {{- printf "%.0f" . | quote -}}
