@@ -18,7 +18,7 @@ from livekit import api
 
 from servicekit import auth
 from servicekit.ids import uuid7
-from tests.cluster.conftest import ClusterRun
+from tests.cluster.conftest import SUMMARY, ClusterRun
 from tests.support.caller import Caller, until
 from tests.support.cluster import FULLNAME, NAMESPACE, RELEASE, VALUES
 from tests.support.speech import silence_frames, speech_frames
@@ -37,6 +37,12 @@ SPOKEN = "My favourite colour is blue."
 ASKED = "Which colour do I like?"
 AGENT_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=agent"
 STATE_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=state"
+# What a replica going away answers to calls in flight or on its closing connection.
+TRANSIENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+)
 
 
 @dataclass
@@ -271,11 +277,13 @@ async def test_helm_upgrade_rolls_state_while_a_writer_appends(
         metadata=backend.metadata,
     )
     sent: list[str] = []
+    retried: dict[str, int] = {}
     stop = asyncio.Event()
 
     async def writer() -> None:
-        # One event per call, retried with the same id until acknowledged: the write is
-        # idempotent, so a retry after a lost reply stores nothing twice.
+        # One event per call, retried with the same id until acknowledged, on the codes the
+        # agent's BackendClient retries as well: the write is idempotent, so a retry after a
+        # lost reply stores nothing twice.
         while not stop.is_set():
             event = pb.Event(
                 event_id=str(uuid7()),
@@ -289,11 +297,9 @@ async def test_helm_upgrade_rolls_state_while_a_writer_appends(
                     await backend.state.AppendEvents(request, metadata=backend.metadata, timeout=5)
                     break
                 except grpc.aio.AioRpcError as error:
-                    if error.code() not in (
-                        grpc.StatusCode.UNAVAILABLE,
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                    ):
+                    if error.code() not in TRANSIENT:
                         raise
+                    retried[error.code().name] = retried.get(error.code().name, 0) + 1
                     await asyncio.sleep(0.1)
             sent.append(event.event_id)
             await asyncio.sleep(0.02)
@@ -314,6 +320,7 @@ async def test_helm_upgrade_rolls_state_while_a_writer_appends(
     finally:
         stop.set()
         await task
+    SUMMARY["upgrade_appends"] = {"acknowledged": len(sent), "retried": retried}
     stored = await backend.history(conversation_id)
     assert [e.event_id for e in stored] == sent, "lost, duplicated or reordered appends"
     assert [e.seq for e in stored] == list(range(1, len(sent) + 1))
