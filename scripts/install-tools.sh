@@ -67,8 +67,7 @@ build_from_source_copy() {
   local work="$1" module="$2" pkg="$3" version="$4" dir
   (
     set -e
-    dir="$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-    [[ -n "$dir" ]]
+    dir="$(bash "$root/scripts/go-module-dir.sh" "$module@$version")"
     cp -r "$dir" "$work/src"
     chmod -R u+w "$work/src"
     echo "$version" >"$work/src/build/version/version.txt"
@@ -86,7 +85,7 @@ build_kubernetes() {
   local work="$1" module="$2" pkg="$3" version="$4" dir go_version ldflags="-s -w" kv
   (
     set -e
-    dir="$(go mod download -json "$module@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    dir="$(bash "$root/scripts/go-module-dir.sh" "$module@$version")"
     go_version="$(awk '/^go /{print $2; exit}' "$dir/go.mod")"
     cd "$work"
     {

@@ -24,7 +24,7 @@ keda=github.com/kedacore/keda/v2@v2.20.1
 
 phase_start=$SECONDS
 phase() { echo "$1 $((SECONDS - phase_start))"; phase_start=$SECONDS; }
-module_dir() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
+module_dir() { bash scripts/go-module-dir.sh "$1"; }
 
 crds="$(module_dir "$prometheus_operator")/example/prometheus-operator-crd"
 $kubectl apply --server-side -f "$crds/monitoring.coreos.com_servicemonitors.yaml" \

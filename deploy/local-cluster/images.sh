@@ -30,8 +30,8 @@ base_image() {
 
 pause_image() {
   local src work
-  src="$(go mod download -json "k8s.io/kubernetes@$(kube_version)" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/build/pause/linux/pause.c"
+  docker_cmd image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && return 0
+  src="$(bash "$root/scripts/go-module-dir.sh" "k8s.io/kubernetes@$(kube_version)")/build/pause/linux/pause.c"
   work="$(mktemp -d)"
   cp "$(dirname "$0")/pause/Dockerfile" "$work/"
   gcc -Os -static -o "$work/pause" "$src"

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.conftest import SUMMARY, ClusterRun
-from tests.support.cluster import RUN_DIR
-from tests.support.compose import docker
+from tests.support.compose import docker, docker_host
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -55,7 +54,7 @@ def test_no_layer_holds_the_builds_extra_ca_certificates(cluster_run: ClusterRun
     for image in PROJECT_IMAGES:
         saved = subprocess.run(
             ["/usr/bin/docker", "save", image],
-            env={**os.environ, "DOCKER_HOST": f"unix://{RUN_DIR}/docker.sock"},
+            env={**os.environ, "DOCKER_HOST": docker_host()},
             capture_output=True,
             check=True,
             timeout=300,

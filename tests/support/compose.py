@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cluster import RUN_DIR
 from tests.support.processes import IN_CI, ROOT, free_port, run_command, tool_path
 
 SCRIPTS = ROOT / "deploy" / "local-cluster"
@@ -42,13 +43,8 @@ def base_image() -> str:
     raise AssertionError("deploy/local-cluster/lib.sh sets no BASE_IMAGE")
 
 
-def run_dir() -> Path:
-    """$CLUSTER_RUN of deploy/local-cluster/lib.sh: where the daemon's socket lives."""
-    return Path(os.environ.get("VOICEAGENT_CLUSTER_RUN", "/var/lib/voiceagent-cluster/run"))
-
-
 def docker_host() -> str:
-    return f"unix://{run_dir() / 'docker.sock'}"
+    return f"unix://{RUN_DIR / 'docker.sock'}"
 
 
 def require_compose_prerequisites() -> None:
