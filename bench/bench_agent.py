@@ -33,21 +33,20 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import timestamp_pb2
-from livekit.agents import llm
 from pydantic import SecretStr
 
-from agent_svc.agent import StatefulAgent
-from agent_svc.backend import BackendClient
-from agent_svc.config import AgentSettings
-from agent_svc.conversation import ConversationState
-from agent_svc.history import HistoryWindow
-from agent_svc.metadata import UserProfile
 from bench.servers import context_service, state_service
-from servicekit.auth import mint_token
-from servicekit.client import create_channel
-from servicekit.ids import uuid7
-from voiceagent.context.v1 import context_pb2, context_pb2_grpc
-from voiceagent.state.v1 import state_pb2, state_pb2_grpc
+from voiceagent_backbone.agent_svc.backend import BackendClient
+from voiceagent_backbone.agent_svc.config import AgentSettings
+from voiceagent_backbone.agent_svc.conversation import ConversationState
+from voiceagent_backbone.agent_svc.enrichment import TurnEnricher
+from voiceagent_backbone.agent_svc.history import HistoryWindow
+from voiceagent_backbone.agent_svc.metadata import UserProfile
+from voiceagent_backbone.api.context.v1 import context_pb2, context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2, state_pb2_grpc
+from voiceagent_backbone.servicekit.auth import mint_token
+from voiceagent_backbone.servicekit.client import create_channel
+from voiceagent_backbone.servicekit.ids import uuid7
 
 TENANT = "bench"
 USER = "bench-user"
@@ -148,7 +147,7 @@ def _settings(
     )
 
 
-async def _conversation(settings: AgentSettings) -> tuple[ConversationState, StatefulAgent]:
+async def _conversation(settings: AgentSettings) -> tuple[ConversationState, TurnEnricher]:
     backend = BackendClient(settings)
     await backend.start()
     state = ConversationState(
@@ -165,7 +164,7 @@ async def _conversation(settings: AgentSettings) -> tuple[ConversationState, Sta
             conversation_id=state.conversation_id, room_name="bench", user_ids=[USER]
         )
     )
-    return state, StatefulAgent(state, settings)
+    return state, TurnEnricher(backend, state)
 
 
 async def _enqueue_times(state: ConversationState, events: int, paced: bool) -> list[float]:
@@ -185,15 +184,14 @@ async def _enqueue_times(state: ConversationState, events: int, paced: bool) -> 
     return times
 
 
-async def _hook_times(agent: StatefulAgent, turns: int) -> list[float]:
+async def _hook_times(enricher: TurnEnricher, turns: int) -> list[float]:
+    """The wait of a request whose enrichment was not started earlier (the worst case:
+    normally it starts at the final transcript)."""
     times: list[float] = []
     for i in range(turns):
-        question = _QUESTIONS[i % len(_QUESTIONS)]
-        turn_ctx = llm.ChatContext()
-        message = llm.ChatMessage(role="user", content=[question])
-        turn_ctx.items.append(message)
+        question = f"{_QUESTIONS[i % len(_QUESTIONS)]} ({i})"
         started = time.perf_counter()
-        await agent.on_user_turn_completed(turn_ctx, message)
+        await enricher.context_for(question)
         times.append((time.perf_counter() - started) * 1000)
     return times
 

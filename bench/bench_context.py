@@ -37,13 +37,13 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from bench.servers import context_service, free_port, mongodb, state_service
-from servicekit.auth import mint_token
-from servicekit.client import create_channel
-from servicekit.ids import uuid7
-from voiceagent.context.v1 import context_pb2 as cpb
-from voiceagent.context.v1 import context_pb2_grpc
-from voiceagent.state.v1 import state_pb2 as spb
-from voiceagent.state.v1 import state_pb2_grpc
+from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
+from voiceagent_backbone.api.context.v1 import context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as spb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit.auth import mint_token
+from voiceagent_backbone.servicekit.client import create_channel
+from voiceagent_backbone.servicekit.ids import uuid7
 
 TENANT = "bench"
 ENRICH_DEADLINE_S = 5.0

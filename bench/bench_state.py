@@ -25,11 +25,11 @@ from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
 
 from bench.servers import mongodb, state_service
-from servicekit.auth import mint_token
-from servicekit.client import create_channel
-from servicekit.ids import uuid7
-from voiceagent.state.v1 import state_pb2 as pb
-from voiceagent.state.v1 import state_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit.auth import mint_token
+from voiceagent_backbone.servicekit.client import create_channel
+from voiceagent_backbone.servicekit.ids import uuid7
 
 TEXT = "I would like to move my appointment to Thursday afternoon if that works."
 

@@ -99,7 +99,9 @@ def state_service(
         env["STATE_MONGODB_URI"] = mongodb_uri
         env["STATE_MONGODB_DATABASE"] = database
         env["STATE_MONGODB_WRITE_CONCERN"] = "1" if kind == "ferretdb" else "majority"
-    with process([sys.executable, "-m", "state_svc"], workdir / "state_svc.log", env) as proc:
+    with process(
+        [sys.executable, "-m", "voiceagent_backbone.state_svc"], workdir / "state_svc.log", env
+    ) as proc:
         wait_for_port(port, proc, "state_svc")
         yield port
 
@@ -119,6 +121,8 @@ def context_service(
         "CONTEXT_LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
-    with process([sys.executable, "-m", "context_svc"], workdir / "context_svc.log", env) as proc:
+    with process(
+        [sys.executable, "-m", "voiceagent_backbone.context_svc"], workdir / "context_svc.log", env
+    ) as proc:
         wait_for_port(port, proc, "context_svc", timeout_s=120)
         yield port, proc

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates Python code and .pyi stubs from proto/ with grpcio-tools (pinned to grpcio).
-#   scripts/gen-proto.sh          regenerate into ./voiceagent
+#   scripts/gen-proto.sh          regenerate into voiceagent_backbone/api
 #   scripts/gen-proto.sh --check  fail when the committed code is stale
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -11,25 +11,26 @@ generate() {
   local out="$1"
   mkdir -p "$out"
   mapfile -t protos < <(find proto -name '*.proto' | sort)
-  "$py" -m grpc_tools.protoc -Iproto \
+  # proto/voiceagent/... is mapped to voiceagent_backbone/api/...: the Python modules live
+  # inside this distribution's own package (the wire names stay voiceagent.*.v1).
+  "$py" -m grpc_tools.protoc -Ivoiceagent_backbone/api=proto/voiceagent \
     --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" "${protos[@]}"
   # Packages, so that tools and type checkers see ordinary (not namespace) packages.
-  find "$out/voiceagent" -type d -exec touch {}/__init__.py \;
-  touch "$out/voiceagent/py.typed"
+  find "$out/voiceagent_backbone/api" -type d -exec touch {}/__init__.py \;
 }
 
 if [[ "${1:-}" == "--check" ]]; then
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   generate "$tmp"
-  if ! diff -r -x __pycache__ "$tmp/voiceagent" voiceagent >/dev/null; then
-    diff -r -x __pycache__ "$tmp/voiceagent" voiceagent | head -20 >&2
-    echo "gen-proto: generated code in voiceagent/ is stale; run 'make proto' and commit it" >&2
+  if ! diff -r -x __pycache__ "$tmp/voiceagent_backbone/api" voiceagent_backbone/api >/dev/null; then
+    diff -r -x __pycache__ "$tmp/voiceagent_backbone/api" voiceagent_backbone/api | head -20 >&2
+    echo "gen-proto: generated code in voiceagent_backbone/api/ is stale; run 'make proto' and commit it" >&2
     exit 1
   fi
   echo "gen-proto: generated code is up to date"
 else
-  rm -rf voiceagent
+  rm -rf voiceagent_backbone/api
   generate .
-  echo "gen-proto: generated voiceagent/ from proto/"
+  echo "gen-proto: generated voiceagent_backbone/api/ from proto/"
 fi

@@ -292,10 +292,11 @@ def agent() -> JSON:
             "Voice sessions running in all workers.",
         ),
         Panel(
-            "Turn hook latency",
-            latency("agent_turn_hook_seconds"),
+            "Enrichment wait",
+            latency("agent_enrich_wait_seconds"),
             "s",
-            "Time spent in on_user_turn_completed (enrichment included) before the LLM starts.",
+            "Time an LLM request waited for its enrichment; enrichment starts at the final "
+            "transcript, so this is usually 0.",
         ),
         Panel("STT latency", latency("agent_stt_latency_seconds"), "s"),
         Panel("LLM time to first token", latency("agent_llm_ttft_seconds"), "s"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: state_svc and context_svc on the embedded store, on loopback, then a text
-# conversation with the agent in this terminal (`python -m agent_svc chat`). When the chat
+# conversation with the agent in this terminal (`python -m voiceagent_backbone.agent_svc chat`). When the chat
 # ends, the services stop; run it again to resume the same conversation.
 #   scripts/run.sh [--services-only] [chat options, e.g. --room demo --user ana --name Ana]
 # Everything it keeps (the stores, a development signing key, logs) lives in RUN_DIR
@@ -50,12 +50,12 @@ trap 'stopping=1' INT TERM
 
 STATE_PORT="$state_port" STATE_METRICS_PORT="${STATE_METRICS_PORT:-9101}" \
   STATE_AUTH_JWT_KEY_FILE="$key_file" STATE_SQLITE_PATH="$run_dir/state.sqlite3" \
-  "$py" -m state_svc 2>"$run_dir/state_svc.log" &
+  "$py" -m voiceagent_backbone.state_svc 2>"$run_dir/state_svc.log" &
 pids+=($!)
 CONTEXT_PORT="$context_port" CONTEXT_METRICS_PORT="${CONTEXT_METRICS_PORT:-9102}" \
   CONTEXT_STATE_TARGET="127.0.0.1:$state_port" \
   CONTEXT_AUTH_JWT_KEY_FILE="$key_file" CONTEXT_INDEX_PATH="$run_dir/context.sqlite3" \
-  "$py" -m context_svc 2>"$run_dir/context_svc.log" &
+  "$py" -m voiceagent_backbone.context_svc 2>"$run_dir/context_svc.log" &
 pids+=($!)
 
 "$py" - "$state_port" "$context_port" <<'PY'
@@ -82,7 +82,7 @@ async def main() -> None:
 asyncio.run(main())
 PY
 
-token="$("$py" -m servicekit.token --tenant demo --key-file "$key_file" \
+token="$("$py" -m voiceagent_backbone.servicekit.token --tenant demo --key-file "$key_file" \
   --scopes "state.read state.write state.admin context.read context.write" --ttl 86400)"
 
 cat <<INFO
@@ -100,7 +100,7 @@ Try them with grpcurl (${grpcurl:-not installed: run 'make tools'}):
   $grpcurl -plaintext -d '{"service": ""}' 127.0.0.1:$state_port grpc.health.v1.Health/Check
   $grpcurl -plaintext 127.0.0.1:$context_port list
 
-A new token any time: .venv/bin/python -m servicekit.token --tenant demo --key-file $key_file
+A new token any time: .venv/bin/python -m voiceagent_backbone.servicekit.token --tenant demo --key-file $key_file
 INFO
 
 if [[ "$services_only" == 1 ]]; then
@@ -118,6 +118,6 @@ fi
 AGENT_STATE_TARGET="127.0.0.1:$state_port" AGENT_CONTEXT_TARGET="127.0.0.1:$context_port" \
   AGENT_AUTH_JWT_KEY_FILE="$key_file" AGENT_TENANT=demo \
   AGENT_SPOOL_DIR="$run_dir/agent-spool" \
-  "$py" -m agent_svc chat --rooms-dir "$run_dir/chat-rooms" "$@" 2>>"$run_dir/agent_chat.log" ||
+  "$py" -m voiceagent_backbone.agent_svc chat --rooms-dir "$run_dir/chat-rooms" "$@" 2>>"$run_dir/agent_chat.log" ||
   echo "run: the chat failed; see $run_dir/agent_chat.log" >&2
 echo "(for grpcurl: export TOKEN=$token)"

@@ -14,10 +14,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 
-from servicekit import auth, server
 from tests.support import probe_service
 from tests.support.ferretdb import MongoTarget, mongo_target
 from tests.support.livekit import LiveKitServer, livekit_server
+from voiceagent_backbone.servicekit import auth, server
 
 # One tracer provider for the whole test process (OpenTelemetry allows one); tests read
 # finished spans from this exporter. servicekit leaves an existing provider alone.

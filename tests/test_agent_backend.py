@@ -12,12 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from agent_svc.backend import BackendClient
-from servicekit.ids import uuid7
 from tests.support.agent import agent_settings, sample
 from tests.support.processes import ChildProcess, free_port, wait_until
 from tests.support.state import event, running_state, state_settings
-from voiceagent.state.v1 import state_pb2 as pb
+from voiceagent_backbone.agent_svc.backend import BackendClient
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.servicekit.ids import uuid7
 
 
 def _create(conversation_id: str) -> pb.CreateConversationRequest:
@@ -85,8 +85,8 @@ _CHILD = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from pydantic import SecretStr
-    from agent_svc.backend import BackendClient
-    from agent_svc.config import AgentSettings
+    from voiceagent_backbone.agent_svc.backend import BackendClient
+    from voiceagent_backbone.agent_svc.config import AgentSettings
     from tests.support.state import event
 
     async def main() -> None:
@@ -210,7 +210,9 @@ async def test_enrichment_with_context_svc_frozen_stays_within_budget(
         "CONTEXT_INDEX_PATH": str(tmp_path / "context.sqlite3"),
         "CONTEXT_AUTH_JWT_KEY": jwt_key,
     }
-    context = ChildProcess([sys.executable, "-m", "context_svc"], tmp_path / "context.log", env=env)
+    context = ChildProcess(
+        [sys.executable, "-m", "voiceagent_backbone.context_svc"], tmp_path / "context.log", env=env
+    )
     settings = agent_settings(
         tmp_path, jwt_key, state_port, context_port, enrich_budget_ms=200, breaker_failures=3
     )
@@ -249,7 +251,7 @@ async def test_enrichment_with_context_svc_frozen_stays_within_budget(
 
 def test_bad_configuration_is_a_readable_error() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "agent_svc", "start"],
+        [sys.executable, "-m", "voiceagent_backbone.agent_svc", "start"],
         env={**os.environ, "AGENT_ENRICH_BUDGET_MS": "-5", "OPENAI_API_KEY": "x"},
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ from tests.support.fake_openai import fake_openai
 from tests.support.livekit import LiveKitServer
 from tests.support.speech import silence_frames, speech_frames
 from tests.support.state import StateHandle, running_state, state_settings
-from voiceagent.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 
 pytestmark = pytest.mark.livekit
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -13,24 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit.agents import AgentSession, llm
+from livekit.agents import Agent, AgentSession, llm
 from livekit.plugins import openai
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agent_svc.agent import StatefulAgent
-from agent_svc.backend import BackendClient
-from agent_svc.config import AgentSettings
-from agent_svc.conversation import ConversationState
-from agent_svc.handlers import attach_handlers
-from agent_svc.metadata import UserProfile
-from agent_svc.observability import configure_agent_tracing
-from agent_svc.providers import TypedTurnSTT
-from agent_svc.session import FileRoomMetadata, open_conversation
-from agent_svc.terminal import typed_session
-from servicekit.ids import uuid7
 from tests.support.agent import agent_settings, event_types, sample
 from tests.support.context import (
     ContextHandle,
@@ -42,7 +32,16 @@ from tests.support.context import (
 )
 from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
 from tests.support.state import StateHandle, new_conversation, running_state, state_settings
-from voiceagent.state.v1 import state_pb2 as pb
+from tests.support.turns import spoken_session
+from voiceagent_backbone.agent_svc import Conversation, FileRoomMetadata, StateLayer, UserProfile
+from voiceagent_backbone.agent_svc.agent import Assistant
+from voiceagent_backbone.agent_svc.config import AgentSettings
+from voiceagent_backbone.agent_svc.conversation import ConversationState
+from voiceagent_backbone.agent_svc.observability import configure_agent_tracing
+from voiceagent_backbone.agent_svc.providers import TypedTurnSTT
+from voiceagent_backbone.agent_svc.terminal import typed_session
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.servicekit.ids import uuid7
 
 CONTEXT_HEADER = "Context that may help"
 
@@ -74,7 +73,8 @@ def llm_server() -> Iterator[FakeOpenAI]:
 @dataclass
 class RunningSession:
     session: AgentSession[Any]
-    agent: StatefulAgent
+    agent: Assistant
+    conversation: Conversation
     state: ConversationState
     typed: TypedTurnSTT
     replies: asyncio.Queue[str]
@@ -91,20 +91,17 @@ class RunningSession:
 async def agent_session(
     settings: AgentSettings, room_file: Path, profile: UserProfile, llm_base_url: str
 ) -> AsyncIterator[RunningSession]:
-    backend = BackendClient(settings)
-    await backend.start()
-    state = await open_conversation(
-        settings=settings,
-        backend=backend,
-        room=FileRoomMetadata(room_file),
+    conversation = await StateLayer(settings).open_room(
+        FileRoomMetadata(room_file),
         room_name=room_file.stem,
         profile=profile,
         participant_identity=f"identity-{profile.user_id}",
     )
     session, typed = typed_session(
-        openai.LLM(model="gpt-4.1-mini", base_url=llm_base_url, api_key="test-key")
+        conversation.enriched(
+            openai.LLM(model="gpt-4.1-mini", base_url=llm_base_url, api_key="test-key")
+        )
     )
-    attach_handlers(session, state)
     replies: asyncio.Queue[str] = asyncio.Queue()
 
     def on_item(ev: Any) -> None:
@@ -112,14 +109,14 @@ async def agent_session(
             replies.put_nowait(ev.item.text_content or "")
 
     session.on("conversation_item_added", on_item)
-    agent = StatefulAgent(state, settings)
-    await session.start(agent=agent)
+    agent = Assistant(conversation, settings.default_language)
+    await conversation.start(session, agent)
     try:
-        yield RunningSession(session, agent, state, typed, replies)
+        yield RunningSession(session, agent, conversation, conversation.state, typed, replies)
     finally:
         await session.aclose()
-        assert await backend.flush(10), "writes not stored"
-        await backend.aclose(1)
+        assert await conversation.backend.flush(10), "writes not stored"
+        await conversation.aclose(1)
 
 
 def _chat_requests(server: FakeOpenAI) -> list[list[dict[str, Any]]]:
@@ -221,7 +218,7 @@ async def test_profile_change_during_session_updates_instructions_and_profile(
         settings, tmp_path / "room-2.json", UserProfile(user_id=user), llm_server.base_url
     ) as run:
         assert await run.reply() == "Hello! How can I help you today?"
-        await run.agent.update_profile(
+        await run.conversation.update_profile(
             UserProfile(
                 user_id=user, display_name="Bea", preferences={"language": "de", "tone": "casual"}
             )
@@ -247,7 +244,7 @@ async def test_turn_goes_on_within_budget_when_context_svc_hangs(
     tmp_path: Path, jwt_key: str, state: StateHandle, llm_server: FakeOpenAI
 ) -> None:
     """A context_svc that accepts connections and never answers: the reply still comes,
-    the hook adds no more than the budget, and the timeout is counted."""
+    the LLM request waits no more than the budget, and the timeout is counted."""
     with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))
         hung.listen(16)  # never accepted: connections hang in the backlog
@@ -255,9 +252,9 @@ async def test_turn_goes_on_within_budget_when_context_svc_hangs(
             tmp_path, jwt_key, state.port, hung.getsockname()[1], enrich_budget_ms=150
         )
         timeouts = sample("agent_enrich_timeouts_total")
-        hook_sum, hook_count = (
-            sample("agent_turn_hook_seconds_sum"),
-            sample("agent_turn_hook_seconds_count"),
+        wait_sum, wait_count = (
+            sample("agent_enrich_wait_seconds_sum"),
+            sample("agent_enrich_wait_seconds_count"),
         )
         async with agent_session(
             settings, tmp_path / "room-3.json", UserProfile(user_id="user-h"), llm_server.base_url
@@ -265,16 +262,17 @@ async def test_turn_goes_on_within_budget_when_context_svc_hangs(
             await run.reply()
             assert await run.turn("Is anyone there?") == "I heard: Is anyone there?"
         assert sample("agent_enrich_timeouts_total") == timeouts + 1
-        added = sample("agent_turn_hook_seconds_sum") - hook_sum
-        assert sample("agent_turn_hook_seconds_count") == hook_count + 1
-        assert added < 0.150 + 0.1, f"the hook took {added * 1000:.0f} ms"
+        added = sample("agent_enrich_wait_seconds_sum") - wait_sum
+        assert sample("agent_enrich_wait_seconds_count") == wait_count + 1
+        assert added < 0.150 + 0.1, f"the request waited {added * 1000:.0f} ms"
 
 
-async def test_enrich_call_is_a_child_span_of_the_framework_turn(
+async def test_enrich_call_and_the_enriched_request_are_in_the_session_trace(
     tmp_path: Path, jwt_key: str, state: StateHandle, ctx: ContextHandle, llm_server: FakeOpenAI
 ) -> None:
-    """One trace: the framework's on_user_turn_completed span, and inside it the gRPC client
-    span of the Enrich call (which context_svc continues)."""
+    """One trace: the Enrich client span (started at the final transcript, which context_svc
+    continues) and, under the framework's llm_node, the `enriched_llm` span that waited for
+    it and holds the wrapped LLM's own request span."""
     settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port)
     configure_agent_tracing(settings)
     provider = trace.get_tracer_provider()
@@ -287,18 +285,18 @@ async def test_enrich_call_is_a_child_span_of_the_framework_turn(
         await run.reply()
         await run.turn("Trace this turn, please.")
     spans = exporter.get_finished_spans()
-    hooks = [s for s in spans if s.name == "on_user_turn_completed"]
-    enrich = [s for s in spans if s.name.endswith("ContextService/Enrich")]
-    assert hooks, [s.name for s in spans]
-    assert enrich, [s.name for s in spans]
     by_id = {s.context.span_id: s for s in spans}
-    parent = enrich[0].parent
-    chain = []
-    while parent is not None and parent.span_id in by_id:
-        chain.append(by_id[parent.span_id].name)
-        parent = by_id[parent.span_id].parent
-    assert enrich[0].context.trace_id == hooks[0].context.trace_id
-    assert "on_user_turn_completed" in chain
+
+    session = next(s for s in spans if s.name == "agent_session")
+    enrich = [s for s in spans if s.name.endswith("ContextService/Enrich") and s.parent is not None]
+    assert enrich, [s.name for s in spans]
+    assert {s.context.trace_id for s in enrich} == {session.context.trace_id}
+    wrapped = [s for s in spans if s.name == "enriched_llm"]
+    assert len(wrapped) == 1, [s.name for s in spans]
+    assert wrapped[0].parent is not None
+    assert by_id[wrapped[0].parent.span_id].name == "llm_node"
+    inner = [s for s in spans if s.name == "llm_request"]
+    assert [by_id[s.parent.span_id].name for s in inner if s.parent] == ["enriched_llm"]
 
 
 async def test_unrecoverable_llm_error_is_reported_with_stack_trace(
@@ -340,3 +338,93 @@ async def test_unrecoverable_llm_error_is_reported_with_stack_trace(
         )
     ).conversation
     assert conversation.status == pb.CONVERSATION_STATUS_ENDED
+
+
+@contextlib.contextmanager
+def framework_log() -> Iterator[list[str]]:
+    """LiveKit Agents' own log lines (its debug line says when a preemptive reply is used)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("livekit.agents")
+    handler, level = Collect(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def test_preemptive_reply_is_kept_and_carries_the_context_of_its_own_transcript(
+    tmp_path: Path, jwt_key: str, state: StateHandle, ctx: ContextHandle, llm_server: FakeOpenAI
+) -> None:
+    """Your own agent (plain instructions, no greeting) on the state layer, with LiveKit's
+    preemptive generation on: enrichment starts at the final transcript and is added to the
+    LLM request, so the reply generated before the end of turn is the one used. When the
+    transcript grows before the end of turn, the reply carries the context of the whole
+    transcript, not of its first part."""
+    user = f"user-{uuid7()[-6:]}"
+    earlier = await new_conversation(state, user_ids=(user,))
+    before = ctx.domain.turns_by_tenant.get("tenant-a", 0)
+    await say(
+        state,
+        earlier.conversation_id,
+        [("user", "My sister Maria lives in Porto."), ("user", "Our dog Rex fears thunder.")],
+    )
+    await indexed(ctx, "tenant-a", before + 2)
+    settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port, enrich_budget_ms=2000)
+    conversation = await StateLayer(settings).open_room(
+        FileRoomMetadata(tmp_path / "room-6.json"),
+        room_name="room-6",
+        profile=UserProfile(user_id=user),
+    )
+    session, spoken = spoken_session(
+        conversation.enriched(
+            openai.LLM(model="gpt-4.1-mini", base_url=llm_server.base_url, api_key="test-key")
+        ),
+        endpointing_s=0.6,
+    )
+    replies: asyncio.Queue[str] = asyncio.Queue()
+    session.on(
+        "conversation_item_added",
+        lambda ev: (
+            replies.put_nowait(ev.item.text_content or "")
+            if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant"
+            else None
+        ),
+    )
+    llm_server.clear()
+    with framework_log() as log_lines:
+        await conversation.start(session, Agent(instructions="You are the test's own agent."))
+        try:
+            spoken.speak("Where does my sister live?")
+            assert (
+                await asyncio.wait_for(replies.get(), 20) == "I heard: Where does my sister live?"
+            )
+            # Two finals in one turn: the first one's preemptive reply is superseded.
+            spoken.speak("Where does my sister live?", final_after_s=0.05)
+            spoken.speak("And what does our dog fear?", final_after_s=0.05)
+            both = "Where does my sister live? And what does our dog fear?"
+            assert await asyncio.wait_for(replies.get(), 20) == f"I heard: {both}"
+        finally:
+            await session.aclose()
+            await conversation.aclose(10)
+    assert sum("using preemptive generation" in line for line in log_lines) == 2, log_lines
+    assert not [line for line in log_lines if "preemptive generation invalidated" in line]
+    requests = _chat_requests(llm_server)
+    users = [[message_text(m) for m in r if m.get("role") == "user"][-1] for r in requests]
+    assert users[0] == "Where does my sister live?"
+    assert users[-1] == both
+    for messages, text in ((requests[0], users[0]), (requests[-1], both)):
+        injected = _context_messages(messages)
+        assert len(injected) == 1, messages
+        # The block is the one context_svc gave for this very transcript.
+        assert injected[0] == await conversation.enricher.context_for(text)
+    assert "Porto" in _context_messages(requests[0])[0]
+    assert "thunder" in _context_messages(requests[-1])[0]
+    assert _context_messages(requests[0])[0] != _context_messages(requests[-1])[0]

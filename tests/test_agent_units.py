@@ -8,18 +8,18 @@ from pathlib import Path
 
 from livekit.agents import llm
 
-from agent_svc.breaker import CircuitBreaker
-from agent_svc.history import HistoryWindow, Turn
-from agent_svc.metadata import (
+from tests.support.agent import sample
+from voiceagent_backbone.agent_svc.breaker import CircuitBreaker
+from voiceagent_backbone.agent_svc.history import HistoryWindow, Turn
+from voiceagent_backbone.agent_svc.metadata import (
     conversation_id_of,
     merged_room_metadata,
     parse_participant_metadata,
     parse_room_metadata,
 )
-from agent_svc.providers import OFFLINE_LABEL, offline_reply
-from agent_svc.spool import EventSpool, claim_orphans, encode_record
-from servicekit.ids import uuid7
-from tests.support.agent import sample
+from voiceagent_backbone.agent_svc.providers import OFFLINE_LABEL, offline_reply
+from voiceagent_backbone.agent_svc.spool import EventSpool, claim_orphans, encode_record
+from voiceagent_backbone.servicekit.ids import uuid7
 
 
 def _invalid(kind: str) -> float:

@@ -22,8 +22,6 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from livekit import api
 
-from servicekit import auth
-from servicekit.ids import uuid7
 from tests.support.caller import Caller, until
 from tests.support.compose import (
     COMPOSE_FILE,
@@ -37,10 +35,12 @@ from tests.support.compose import (
 )
 from tests.support.processes import IN_CI
 from tests.support.state import event
-from voiceagent.context.v1 import context_pb2 as cpb
-from voiceagent.context.v1 import context_pb2_grpc
-from voiceagent.state.v1 import state_pb2 as pb
-from voiceagent.state.v1 import state_pb2_grpc
+from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
+from voiceagent_backbone.api.context.v1 import context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit import auth
+from voiceagent_backbone.servicekit.ids import uuid7
 
 TENANT = "compose"
 USER = "user-compose"

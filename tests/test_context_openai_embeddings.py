@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from context_svc.config import ContextSettings
 from tests.support.context import context_settings, running_context
-from voiceagent.context.v1 import context_pb2 as pb
+from voiceagent_backbone.api.context.v1 import context_pb2 as pb
+from voiceagent_backbone.context_svc.config import ContextSettings
 
 DIMS = 64
 

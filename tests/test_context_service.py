@@ -15,9 +15,6 @@ import grpc
 import numpy as np
 import pytest
 
-from context_svc import metrics
-from context_svc.embedding import Vectors
-from context_svc.service import shared_embedder
 from tests.support.context import (
     ContextHandle,
     context_settings,
@@ -27,8 +24,11 @@ from tests.support.context import (
     say,
 )
 from tests.support.state import StateHandle, event, new_conversation, running_state, state_settings
-from voiceagent.context.v1 import context_pb2 as cpb
-from voiceagent.state.v1 import state_pb2 as spb
+from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
+from voiceagent_backbone.api.state.v1 import state_pb2 as spb
+from voiceagent_backbone.context_svc import metrics
+from voiceagent_backbone.context_svc.embedding import Vectors
+from voiceagent_backbone.context_svc.service import shared_embedder
 
 
 def fresh_tenant() -> str:

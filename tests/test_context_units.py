@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from context_svc.chunking import chunk_text
-from context_svc.index import Entry, Index, Source
-from context_svc.lexical import analyze
-from context_svc.render import estimate_tokens, render
+from voiceagent_backbone.context_svc.chunking import chunk_text
+from voiceagent_backbone.context_svc.index import Entry, Index, Source
+from voiceagent_backbone.context_svc.lexical import analyze
+from voiceagent_backbone.context_svc.render import estimate_tokens, render
 
 
 def test_chunks_follow_sentences_and_stay_under_the_word_limit() -> None:

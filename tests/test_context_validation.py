@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests.support.context import ContextHandle, context_settings, running_context
-from voiceagent.context.v1 import context_pb2 as pb
+from voiceagent_backbone.api.context.v1 import context_pb2 as pb
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
 
-from context_svc import service as context_service
-from servicekit.scopes import method_scopes
-from state_svc import service as state_service
+from voiceagent_backbone.context_svc import service as context_service
+from voiceagent_backbone.servicekit.scopes import method_scopes
+from voiceagent_backbone.state_svc import service as state_service
 
 
 @pytest.mark.parametrize("module", [state_service, context_service])

@@ -27,9 +27,6 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource
 
-from agent_svc.config import AgentSettings
-from context_svc.config import ContextSettings
-from state_svc.config import StateSettings
 from tests.support.helm import (
     CHART,
     CI_VALUES,
@@ -40,6 +37,9 @@ from tests.support.helm import (
     render,
     workload,
 )
+from voiceagent_backbone.agent_svc.config import AgentSettings
+from voiceagent_backbone.context_svc.config import ContextSettings
+from voiceagent_backbone.state_svc.config import StateSettings
 
 pytestmark = pytest.mark.tools
 

@@ -26,19 +26,19 @@ import promql_parser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from context_svc import metrics as context_metrics
-from servicekit import auth
-from servicekit import metrics as servicekit_metrics
-from servicekit.ids import uuid7
-from state_svc import metrics as state_metrics
 from tests.support import helm
 from tests.support.helm import CHART, of_kind
 from tests.support.livekit import LiveKitServer
 from tests.support.processes import ROOT, ChildProcess, free_port, wait_until
-from voiceagent.context.v1 import context_pb2 as cpb
-from voiceagent.context.v1 import context_pb2_grpc
-from voiceagent.state.v1 import state_pb2 as spb
-from voiceagent.state.v1 import state_pb2_grpc
+from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
+from voiceagent_backbone.api.context.v1 import context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as spb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.context_svc import metrics as context_metrics
+from voiceagent_backbone.servicekit import auth
+from voiceagent_backbone.servicekit import metrics as servicekit_metrics
+from voiceagent_backbone.servicekit.ids import uuid7
+from voiceagent_backbone.state_svc import metrics as state_metrics
 
 pytestmark = pytest.mark.tools
 
@@ -257,7 +257,7 @@ def _start(
 ) -> tuple[ChildProcess, int, int]:
     port, metrics_port = free_port(), free_port()
     process = ChildProcess(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", f"voiceagent_backbone.{module}"],
         log,
         {
             f"{prefix}_PORT": str(port),

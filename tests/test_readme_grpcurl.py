@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from servicekit.auth import mint_token
 from tests.support.processes import ROOT, ChildProcess, free_port, tool_path
+from voiceagent_backbone.servicekit.auth import mint_token
 
 pytestmark = pytest.mark.tools
 
@@ -57,7 +57,9 @@ def test_state_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
         "STATE_AUTH_JWT_KEY": jwt_key,
         "STATE_SQLITE_PATH": str(log_dir / "state.sqlite3"),
     }
-    proc = ChildProcess([sys.executable, "-m", "state_svc"], log_dir / "state.log", env)
+    proc = ChildProcess(
+        [sys.executable, "-m", "voiceagent_backbone.state_svc"], log_dir / "state.log", env
+    )
     try:
         proc.wait_for_port(port, 30, "state_svc")
         token = mint_token(
@@ -81,7 +83,7 @@ def test_context_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
     grpcurl = tool_path("grpcurl")
     state_port, context_port = free_port(), free_port()
     state = ChildProcess(
-        [sys.executable, "-m", "state_svc"],
+        [sys.executable, "-m", "voiceagent_backbone.state_svc"],
         log_dir / "state.log",
         {
             "STATE_PORT": str(state_port),
@@ -91,7 +93,7 @@ def test_context_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
         },
     )
     context = ChildProcess(
-        [sys.executable, "-m", "context_svc"],
+        [sys.executable, "-m", "voiceagent_backbone.context_svc"],
         log_dir / "context.log",
         {
             "CONTEXT_PORT": str(context_port),

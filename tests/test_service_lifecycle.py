@@ -37,7 +37,9 @@ def start_service(
         f"{prefix}_AUTH_JWT_KEY": jwt_key,
         f"{prefix}_GRACE_PERIOD_S": str(grace_s),
     }
-    proc = ChildProcess([sys.executable, "-m", module], log_dir / f"{module}.log", env)
+    proc = ChildProcess(
+        [sys.executable, "-m", f"voiceagent_backbone.{module}"], log_dir / f"{module}.log", env
+    )
     proc.wait_for_port(port, timeout_s=30, what=module)
     return proc, port
 
@@ -178,7 +180,7 @@ async def test_service_answers_grpcurl_and_shuts_down_gracefully(
 
 def test_service_refuses_to_start_without_a_key(log_dir: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "state_svc"],
+        [sys.executable, "-m", "voiceagent_backbone.state_svc"],
         capture_output=True,
         text=True,
         timeout=60,

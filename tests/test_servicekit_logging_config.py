@@ -13,9 +13,9 @@ import pytest
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from context_svc.config import ContextSettings
-from servicekit.logging import JsonFormatter, redact
-from state_svc.config import StateSettings
+from voiceagent_backbone.context_svc.config import ContextSettings
+from voiceagent_backbone.servicekit.logging import JsonFormatter, redact
+from voiceagent_backbone.state_svc.config import StateSettings
 
 
 def _log_line(message: str, *args: object, **extra: object) -> dict[str, object]:
@@ -113,7 +113,7 @@ def test_key_and_key_file_together_are_refused(tmp_path: Path) -> None:
 
 def test_short_hmac_key_is_refused() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "state_svc"],
+        [sys.executable, "-m", "voiceagent_backbone.state_svc"],
         capture_output=True,
         text=True,
         timeout=60,

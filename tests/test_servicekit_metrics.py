@@ -10,10 +10,10 @@ import pytest
 from google.protobuf import duration_pb2, empty_pb2, wrappers_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from servicekit.server import GrpcServer
 from tests.conftest import TokenFactory
 from tests.support.probe_service import SERVICE
 from tests.support.rpc import bearer, probe_call
+from voiceagent_backbone.servicekit.server import GrpcServer
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

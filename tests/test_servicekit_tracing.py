@@ -6,11 +6,11 @@ from google.protobuf import empty_pb2, struct_pb2
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from servicekit.client import create_channel
-from servicekit.server import GrpcServer
 from tests.conftest import SPANS, TokenFactory
 from tests.support.probe_service import SERVICE
 from tests.support.rpc import probe_call
+from voiceagent_backbone.servicekit.client import create_channel
+from voiceagent_backbone.servicekit.server import GrpcServer
 
 
 async def test_client_and_server_spans_share_the_trace(

@@ -13,7 +13,6 @@ from google.protobuf import duration_pb2, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from servicekit.ids import uuid7
 from tests.support.ferretdb import MongoTarget
 from tests.support.state import (
     StateHandle,
@@ -22,7 +21,8 @@ from tests.support.state import (
     running_state,
     state_settings,
 )
-from voiceagent.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.servicekit.ids import uuid7
 
 
 @pytest.fixture(params=["sqlite", "mongodb"])
@@ -487,7 +487,7 @@ async def test_retention_policy_and_sweep(state: StateHandle) -> None:
 
 
 async def test_retention_removes_expired_and_announces_it(state: StateHandle) -> None:
-    from state_svc.domain import utcnow
+    from voiceagent_backbone.state_svc.domain import utcnow
 
     stub, md = state.stub(), state.metadata("tenant-r")
     await stub.SetRetentionPolicy(

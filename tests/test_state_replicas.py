@@ -18,13 +18,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from servicekit import auth
-from servicekit.client import create_channel
 from tests.support.ferretdb import MongoTarget
 from tests.support.processes import ChildProcess, free_port
 from tests.support.state import event
-from voiceagent.state.v1 import state_pb2 as pb
-from voiceagent.state.v1 import state_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit import auth
+from voiceagent_backbone.servicekit.client import create_channel
 
 pytestmark = pytest.mark.ferretdb
 
@@ -45,7 +45,9 @@ def start_replica(
         "STATE_GRACE_PERIOD_S": "2",
         "STATE_FEED_POLL_INTERVAL_S": "0.05",
     }
-    proc = ChildProcess([sys.executable, "-m", "state_svc"], log_dir / f"{name}.log", env)
+    proc = ChildProcess(
+        [sys.executable, "-m", "voiceagent_backbone.state_svc"], log_dir / f"{name}.log", env
+    )
     proc.wait_for_port(port, timeout_s=30, what=name)
     return proc, port
 

@@ -13,9 +13,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from servicekit.ids import uuid7
 from tests.support.state import StateHandle, event, new_conversation, running_state, state_settings
-from voiceagent.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.servicekit.ids import uuid7
 
 CID = "00000000-0000-7000-8000-000000000000"
 

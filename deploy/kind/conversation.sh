@@ -19,7 +19,7 @@ log() { echo "e2e: $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 log "a conversation through the state API"
-token="$(.venv/bin/python -m servicekit.token --tenant e2e --key-file "$key_file" \
+token="$(.venv/bin/python -m voiceagent_backbone.servicekit.token --tenant e2e --key-file "$key_file" \
   --scopes "state.read state.write context.read context.write" --ttl 600)"
 auth=(-H "authorization: Bearer $token")
 conversation=0190f5e2-8a6b-7cc1-9d43-0a1b2c3d4e5f

@@ -16,16 +16,16 @@ import grpc
 import pytest
 from livekit import api
 
-from servicekit import auth
-from servicekit.ids import uuid7
 from tests.cluster.conftest import SUMMARY, ClusterRun
 from tests.support.caller import Caller, until
 from tests.support.cluster import FULLNAME, NAMESPACE, RELEASE, VALUES
 from tests.support.speech import silence_frames, speech_frames
-from voiceagent.context.v1 import context_pb2 as cpb
-from voiceagent.context.v1 import context_pb2_grpc
-from voiceagent.state.v1 import state_pb2 as pb
-from voiceagent.state.v1 import state_pb2_grpc
+from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
+from voiceagent_backbone.api.context.v1 import context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit import auth
+from voiceagent_backbone.servicekit.ids import uuid7
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 

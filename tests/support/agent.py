@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from agent_svc.config import AgentSettings
 from tests.support.livekit import LiveKitServer
 from tests.support.processes import ChildProcess, free_port, wait_until
-from voiceagent.state.v1 import state_pb2 as pb
+from voiceagent_backbone.agent_svc.config import AgentSettings
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 
 AGENT_NAME = "test-agent"
 
@@ -103,7 +103,8 @@ def running_agent_worker(
     spool_dir: Path | None = None,
     log_name: str = "agent-worker.log",
 ) -> Iterator[AgentWorker]:
-    """`python -m agent_svc start` against a LiveKit server, until it is registered."""
+    """`python -m voiceagent_backbone.agent_svc start` against a LiveKit server, until it is
+    registered."""
     health_port, metrics_port = free_port(), free_port()
     spool = spool_dir or workdir / "spool"
     env = worker_env(
@@ -117,7 +118,9 @@ def running_agent_worker(
         openai_base_url,
     )
     process = ChildProcess(
-        [sys.executable, "-m", "agent_svc", "start"], workdir / log_name, env=env
+        [sys.executable, "-m", "voiceagent_backbone.agent_svc", "start"],
+        workdir / log_name,
+        env=env,
     )
     worker = AgentWorker(
         process,

@@ -12,17 +12,17 @@ from typing import Any
 import grpc
 from pydantic import SecretStr
 
-from context_svc import service
-from context_svc.config import ContextSettings
-from context_svc.domain import ContextDomain
-from context_svc.embedding import Embedder
-from context_svc.follower import FeedFollower
-from context_svc.store import IndexStore
-from servicekit import auth, server
 from tests.support.state import StateHandle, event
-from voiceagent.context.v1 import context_pb2 as cpb
-from voiceagent.context.v1 import context_pb2_grpc
-from voiceagent.state.v1 import state_pb2 as spb
+from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
+from voiceagent_backbone.api.context.v1 import context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as spb
+from voiceagent_backbone.context_svc import service
+from voiceagent_backbone.context_svc.config import ContextSettings
+from voiceagent_backbone.context_svc.domain import ContextDomain
+from voiceagent_backbone.context_svc.embedding import Embedder
+from voiceagent_backbone.context_svc.follower import FeedFollower
+from voiceagent_backbone.context_svc.store import IndexStore
+from voiceagent_backbone.servicekit import auth, server
 
 CONTEXT_SCOPES = "context.read context.write"
 
@@ -72,7 +72,8 @@ def context_settings(tmp: Path, jwt_key: str, state_port: int, **overrides: Any)
 async def running_context(
     settings: ContextSettings, jwt_key: str, embedder: Embedder | None = None
 ) -> AsyncIterator[ContextHandle]:
-    """context_svc as `python -m context_svc` runs it; `embedder` replaces the model."""
+    """context_svc as `python -m voiceagent_backbone.context_svc` runs it; `embedder` replaces
+    the model."""
     store = IndexStore(settings.index_path)
     await store.open()
     domain = ContextDomain(settings, store, embedder or service.make_embedder(settings))

@@ -15,9 +15,9 @@ import grpc
 from google.protobuf import duration_pb2, empty_pb2, struct_pb2, wrappers_pb2
 from pydantic_settings import SettingsConfigDict
 
-from servicekit import auth, server
-from servicekit.config import ServiceSettings
-from servicekit.errors import InvalidArgument
+from voiceagent_backbone.servicekit import auth, server
+from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.errors import InvalidArgument
 
 SERVICE = "servicekit.test.v1.ProbeService"
 

@@ -13,14 +13,14 @@ import grpc
 from google.protobuf import timestamp_pb2
 from pydantic import SecretStr
 
-from servicekit import auth, server
-from servicekit.ids import uuid7
-from state_svc import service
-from state_svc.config import StateSettings
-from state_svc.domain import StateDomain
 from tests.support.ferretdb import MongoTarget
-from voiceagent.state.v1 import state_pb2 as pb
-from voiceagent.state.v1 import state_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit import auth, server
+from voiceagent_backbone.servicekit.ids import uuid7
+from voiceagent_backbone.state_svc import service
+from voiceagent_backbone.state_svc.config import StateSettings
+from voiceagent_backbone.state_svc.domain import StateDomain
 
 ALL_SCOPES = "state.read state.write state.admin state.feed"
 

@@ -1,1 +1,0 @@
-"""agent_svc: the LiveKit Agents worker whose agent keeps layered, durable state."""

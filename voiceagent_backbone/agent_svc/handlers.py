@@ -1,0 +1,129 @@
+"""Session event handlers: persist what happens and feed the metrics.
+
+livekit's event emitter calls handlers synchronously on the session's loop, so each one
+only reads the event and hands writes to the BackendClient's queue: microseconds, never I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from livekit.agents import AgentSession, llm, stt, tts
+from livekit.agents.metrics import EOUMetrics, LLMMetrics, STTMetrics, TTSMetrics
+from livekit.agents.voice.events import (
+    CloseEvent,
+    ConversationItemAddedEvent,
+    ErrorEvent,
+    MetricsCollectedEvent,
+    SpeechCreatedEvent,
+    UserInputTranscribedEvent,
+)
+from livekit.agents.voice.speech_handle import SpeechHandle
+
+from voiceagent_backbone.agent_svc import metrics
+from voiceagent_backbone.agent_svc.conversation import ConversationState
+from voiceagent_backbone.agent_svc.enrichment import TurnEnricher
+
+log = logging.getLogger(__name__)
+
+
+def _source_name(source: Any) -> str:
+    if isinstance(source, llm.LLM | llm.RealtimeModel):
+        return "llm"
+    if isinstance(source, stt.STT):
+        return "stt"
+    if isinstance(source, tts.TTS):
+        return "tts"
+    return "other"
+
+
+def attach_handlers(
+    session: AgentSession[Any], state: ConversationState, enricher: TurnEnricher
+) -> None:
+    def on_transcribed(ev: UserInputTranscribedEvent) -> None:
+        if ev.is_final and ev.transcript.strip():
+            # Enrichment starts here, before the end of the turn is decided.
+            enricher.heard(ev.transcript)
+            state.record_transcription(ev.transcript, str(ev.language or ""), ev.speaker_id)
+
+    def on_item_added(ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if isinstance(item, llm.AgentHandoff):
+            state.record_handoff(item.old_agent_id or "", item.new_agent_id)
+            return
+        if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
+            return
+        if item.role == "user":
+            enricher.turn_committed()
+            metrics.TURNS.inc()
+        text = item.text_content or ""
+        if not text.strip():
+            return
+        state.history.add_text(item.id, item.role, text, item.interrupted)
+        state.record_message(item.role, text, item.id, item.interrupted)
+
+    def on_speech_created(ev: SpeechCreatedEvent) -> None:
+        created = time.monotonic()
+        handle = ev.speech_handle
+
+        def done(h: SpeechHandle) -> None:
+            state.record_speech(
+                h.id, ev.source, ev.user_initiated, time.monotonic() - created, h.interrupted
+            )
+
+        handle.add_done_callback(done)
+
+    def on_error(ev: ErrorEvent) -> None:
+        source = _source_name(ev.source)
+        error = ev.error
+        recoverable = bool(getattr(error, "recoverable", False))
+        exc = getattr(error, "error", None)
+        exc = exc if isinstance(exc, BaseException) else None
+        metrics.SESSION_ERRORS.labels(source, str(recoverable).lower()).inc()
+        log.error(
+            "session error",
+            extra={"source": source, "recoverable": recoverable},
+            exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+        )
+        if not recoverable:
+            state.record_error(str(exc or error), source, recoverable, exc)
+
+    def on_metrics(ev: MetricsCollectedEvent) -> None:
+        m = ev.metrics
+        if isinstance(m, STTMetrics) and m.duration > 0:
+            metrics.STT_LATENCY.observe(m.duration)
+        elif isinstance(m, LLMMetrics) and m.ttft >= 0:
+            metrics.LLM_TTFT.observe(m.ttft)
+        elif isinstance(m, TTSMetrics) and m.ttfb >= 0:
+            metrics.TTS_TTFB.observe(m.ttfb)
+        elif isinstance(m, EOUMetrics):
+            metrics.EOU_DELAY.observe(m.end_of_utterance_delay)
+
+    def on_close(ev: CloseEvent) -> None:
+        reason = ev.reason.value
+        log.info(
+            "session closed",
+            extra={"reason": reason, "conversation_id": state.conversation_id},
+        )
+        if ev.error is not None:
+            exc = getattr(ev.error, "error", None)
+            state.record_error(
+                f"session closed on error: {ev.error}",
+                _source_name(getattr(ev.error, "source", None)),
+                False,
+                exc if isinstance(exc, BaseException) else None,
+            )
+        # The conversation ends with the session: its final snapshot, then the end (a reason
+        # set earlier, like the participant leaving, wins over the session's).
+        if not state.ended:
+            state.save_snapshot(state.current_agent)
+            state.end(state.end_reason or reason)
+
+    session.on("user_input_transcribed", on_transcribed)
+    session.on("conversation_item_added", on_item_added)
+    session.on("speech_created", on_speech_created)
+    session.on("error", on_error)
+    session.on("metrics_collected", on_metrics)
+    session.on("close", on_close)

@@ -1,0 +1,297 @@
+"""The public state layer: durable state for your own LiveKit agent.
+
+    layer = StateLayer()                                  # AGENT_* settings from the env
+    server = AgentServer()
+
+    @server.rtc_session(agent_name="my-agent", on_session_end=layer.on_session_end)
+    async def entrypoint(ctx: JobContext) -> None:
+        conversation = await layer.open(ctx)              # resume or create, who the user is
+        session = AgentSession(stt=..., llm=conversation.enriched(my_llm), tts=..., vad=...)
+        await conversation.start(session, MyAgent(), room=ctx.room)
+
+`open` reads the conversation id from room metadata (or creates a conversation and writes
+its id there) and the user's profile from participant metadata; `start` restores the
+earlier turns into the agent's chat context on resume, attaches the session handlers that
+persist everything, and starts the session. Nothing here touches the agent's instructions,
+tools, hooks or greeting: those stay yours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, JobContext, llm, room_io
+
+from voiceagent_backbone.agent_svc import metrics
+from voiceagent_backbone.agent_svc.backend import BackendClient
+from voiceagent_backbone.agent_svc.config import AgentSettings
+from voiceagent_backbone.agent_svc.conversation import ConversationState
+from voiceagent_backbone.agent_svc.enrichment import EnrichedLLM, TurnEnricher
+from voiceagent_backbone.agent_svc.handlers import attach_handlers
+from voiceagent_backbone.agent_svc.history import Turn
+from voiceagent_backbone.agent_svc.metadata import UserProfile, parse_participant_metadata
+from voiceagent_backbone.agent_svc.session import (
+    LiveKitRoomMetadata,
+    RoomMetadata,
+    open_conversation,
+)
+
+log = logging.getLogger(__name__)
+
+ProfileListener = Callable[[UserProfile], Any]
+
+
+class Conversation:
+    """One session's durable state: what `StateLayer.open` returns.
+
+    Read `conversation_id`, `resumed`, `profile` and `history` (the bounded window of recent
+    turns); pass `enriched(llm)` as the session's LLM for per-turn context; call `start`
+    instead of `session.start`."""
+
+    def __init__(self, state: ConversationState, backend: BackendClient) -> None:
+        self.state = state
+        self.backend = backend
+        self.enricher = TurnEnricher(backend, state)
+        self._profile_listeners: list[ProfileListener] = []
+        self._session: AgentSession[Any] | None = None
+        self._closed = False
+
+    # -- what the agent may read -----------------------------------------------------
+
+    @property
+    def conversation_id(self) -> str:
+        return self.state.conversation_id
+
+    @property
+    def resumed(self) -> bool:
+        """True when room metadata named an earlier conversation of this room."""
+        return self.state.resumed
+
+    @property
+    def profile(self) -> UserProfile:
+        return self.state.profile
+
+    @property
+    def user_left(self) -> bool:
+        return self.state.user_left
+
+    @property
+    def history(self) -> list[Turn]:
+        return list(self.state.history)
+
+    # -- wiring ----------------------------------------------------------------------
+
+    def enriched(self, model: llm.LLM[Any]) -> llm.LLM[Any]:
+        """`model` with context from context_svc added to each reply (see enrichment.py).
+        Realtime models have no per-request hook: pass them to the session unwrapped."""
+        if isinstance(model, llm.RealtimeModel) or not isinstance(model, llm.LLM):
+            raise TypeError(
+                "enriched() wraps an llm.LLM; a realtime model is used as it is "
+                "(its turns and errors are still persisted)"
+            )
+        return EnrichedLLM(model, self.enricher)
+
+    def on_profile_changed(self, listener: ProfileListener) -> None:
+        """Call `listener(profile)` (a function or a coroutine function) whenever the
+        participant's metadata changes; the new profile is already saved."""
+        self._profile_listeners.append(listener)
+
+    async def start(
+        self,
+        session: AgentSession[Any],
+        agent: Agent,
+        *,
+        room: rtc.Room | None = None,
+        room_options: room_io.RoomOptions | None = None,
+        restore: bool = True,
+        **start_kwargs: Any,
+    ) -> None:
+        """Attach the handlers, restore earlier turns into `agent` (on resume, unless
+        `restore=False`), then `session.start(agent=agent, room=room, ...)`."""
+        self.attach(session)
+        if restore and self.resumed:
+            await self.restore(agent)
+        if room is not None and room_options is None and self.state.participant_identity:
+            room_options = room_io.RoomOptions(participant_identity=self.state.participant_identity)
+        if room is not None:
+            start_kwargs["room"] = room
+        if room_options is not None:
+            start_kwargs["room_options"] = room_options
+        await session.start(agent=agent, **start_kwargs)
+
+    def attach(self, session: AgentSession[Any]) -> None:
+        """Persist what happens in `session` (done by `start`; for those who start the
+        session themselves)."""
+        if self._session is session:
+            return
+        if self._session is not None:
+            raise RuntimeError("this conversation is already attached to another session")
+        self._session = session
+        attach_handlers(session, self.state, self.enricher)
+        metrics.SESSIONS_ACTIVE.inc()
+        session.on("close", lambda _: metrics.SESSIONS_ACTIVE.dec())
+
+    async def restore(self, agent: Agent) -> int:
+        """Put the last turns of this conversation (snapshot, then event log) into `agent`'s
+        chat context; returns how many. Bounded by the read timeout: on failure the call
+        goes on without them."""
+        state = self.state
+        settings = self.backend.settings
+        snapshot, events = await asyncio.gather(
+            self.backend.latest_snapshot(state.conversation_id),
+            self.backend.history(state.conversation_id, settings.resume_turns),
+        )
+        if snapshot is not None:
+            state.snapshot = snapshot
+            state.history.extend(Turn.from_proto(item) for item in snapshot.history)
+        if events:
+            state.load_history(events)
+        if events is None and snapshot is None:
+            log.warning("resuming without history: state_svc did not answer in time")
+        ctx = agent.chat_ctx.copy()
+        restored = 0
+        for turn in state.history:
+            if turn.role in ("user", "assistant"):
+                ctx.add_message(
+                    role=turn.role,  # type: ignore[arg-type]
+                    content=turn.text,
+                    id=f"restored-{turn.item_id}",
+                    created_at=turn.created_at,
+                )
+                restored += 1
+        await agent.update_chat_ctx(ctx)
+        log.info(
+            "resumed conversation",
+            extra={"conversation_id": state.conversation_id, "turns": restored},
+        )
+        return restored
+
+    async def update_profile(self, profile: UserProfile) -> None:
+        """A new profile (participant metadata changed): saved, then the listeners run."""
+        self.state.profile = profile
+        self.state.save_profile()
+        for listener in self._profile_listeners:
+            result = listener(profile)
+            if asyncio.iscoroutine(result):
+                await result
+
+    # -- the end ---------------------------------------------------------------------
+
+    def end(self, reason: str) -> None:
+        """Save the final snapshot and end the conversation (once; writes are queued)."""
+        if self.state.ended:
+            return
+        self.state.save_snapshot(self.state.current_agent)
+        self.state.end(reason)
+
+    async def aclose(self, timeout_s: float | None = None) -> bool:
+        """Flush every write (bounded) and stop the BackendClient; False when some writes
+        are left in the spool for the next process."""
+        if self._closed:
+            return True
+        self._closed = True
+        return await self.backend.aclose(timeout_s)
+
+
+class StateLayer:
+    """Durable state for the agents of one worker: create it once, at import time."""
+
+    def __init__(self, settings: AgentSettings | None = None) -> None:
+        self._settings = settings
+        self._by_job: dict[str, Conversation] = {}
+
+    @property
+    def settings(self) -> AgentSettings:
+        # Read lazily: the environment is the job process's.
+        if self._settings is None:
+            self._settings = AgentSettings()
+        return self._settings
+
+    async def open(
+        self, ctx: JobContext, participant: rtc.RemoteParticipant | None = None
+    ) -> Conversation:
+        """Connect (if needed), wait for the user (unless given), then open the room's
+        conversation: resumed from room metadata, or created and recorded there."""
+        if not ctx.room.isconnected():
+            await ctx.connect()
+        if participant is None:
+            participant = await ctx.wait_for_participant()
+        profile = parse_participant_metadata(participant.metadata, participant.identity)
+        conversation = await self.open_room(
+            LiveKitRoomMetadata(ctx.room.name, ctx.room.metadata, ctx.api),
+            room_name=ctx.room.name,
+            profile=profile,
+            participant_identity=participant.identity,
+        )
+        self._by_job[ctx.job.id] = conversation
+        identity = participant.identity
+
+        async def flush_on_shutdown(reason: str) -> None:
+            # After the session closed and on_session_end ran: whatever is still queued is
+            # sent, or left in the spool for the next process in this pod.
+            self._by_job.pop(ctx.job.id, None)
+            await conversation.aclose(self.settings.flush_timeout_s)
+
+        ctx.add_shutdown_callback(flush_on_shutdown)
+
+        @ctx.room.on("participant_metadata_changed")
+        def _on_metadata(p: rtc.Participant, old: str, new: str) -> None:
+            if p.identity == identity:
+                changed = parse_participant_metadata(new, identity)
+                task = asyncio.create_task(conversation.update_profile(changed))
+                task.add_done_callback(_log_failure)
+
+        @ctx.room.on("participant_disconnected")
+        def _on_left(p: rtc.RemoteParticipant) -> None:
+            if p.identity == identity:
+                conversation.state.user_left = True
+                conversation.state.end_reason = "participant_disconnected"
+
+        return conversation
+
+    async def open_room(
+        self,
+        room: RoomMetadata,
+        *,
+        room_name: str,
+        profile: UserProfile,
+        participant_identity: str = "",
+    ) -> Conversation:
+        """The same without LiveKit: `room` holds the room layer (`FileRoomMetadata` for a
+        terminal). The caller closes the conversation (`aclose`)."""
+        backend = BackendClient(self.settings)
+        await backend.start()
+        state = await open_conversation(
+            settings=self.settings,
+            backend=backend,
+            room=room,
+            room_name=room_name,
+            profile=profile,
+            participant_identity=participant_identity,
+        )
+        return Conversation(state, backend)
+
+    def conversation(self, ctx: JobContext) -> Conversation | None:
+        """The conversation `open` returned for this job, while the job runs."""
+        return self._by_job.get(ctx.job.id)
+
+    async def on_session_end(self, ctx: JobContext) -> None:
+        """Pass as `rtc_session(on_session_end=...)`: LiveKit runs it after the session,
+        even when the entrypoint crashed. The conversation is ended (if the session's close
+        did not) and every write flushed before the job process goes away."""
+        conversation = self._by_job.get(ctx.job.id)
+        if conversation is None:
+            return
+        conversation.end(conversation.state.end_reason or "job_ended")
+        flushed = await conversation.backend.flush(self.settings.flush_timeout_s)
+        if not flushed:
+            log.warning("session ended with writes still queued; they wait in the spool")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("profile update failed", exc_info=task.exception())

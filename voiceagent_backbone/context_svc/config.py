@@ -1,0 +1,67 @@
+"""context_svc settings: environment variables prefixed CONTEXT_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from voiceagent_backbone.servicekit.config import ServiceSettings
+
+
+class ContextSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTEXT_", extra="ignore", frozen=True)
+
+    port: int = Field(default=50052, ge=0, le=65535)
+    metrics_port: int = Field(default=9102, ge=-1, le=65535)
+
+    # The index file (vectors, knowledge, facts, feed cursor). Keep it on a volume:
+    # knowledge documents and facts live only here.
+    index_path: Path = Path(".run/context.sqlite3")
+
+    # state_svc's change feed. The follower's token needs the scopes state.read and
+    # state.feed; without one it is minted from this service's own JWT key.
+    state_target: str = "127.0.0.1:50051"
+    state_token: SecretStr | None = None
+    state_token_file: Path | None = None
+    # Set to false to run without memory (knowledge and facts only).
+    follow_feed: bool = True
+    feed_batch: int = Field(default=256, ge=1, le=1000)
+    feed_retry_max_s: float = Field(default=5.0, gt=0)
+
+    # Retrieval. "minilm": the local model (default); "openai": OpenAI's embeddings API or
+    # any server speaking it (changing the backend re-embeds the stored index at start-up).
+    embedding_backend: Literal["minilm", "openai"] = "minilm"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    openai_embedding_model: str = "text-embedding-3-small"
+    openai_embedding_dimensions: int = Field(default=512, ge=16, le=4096)
+    openai_timeout_s: float = Field(default=10.0, gt=0)
+    # onnxruntime threads per embedding call (2 measured fastest on a 2-core machine).
+    embedding_threads: int = Field(default=2, ge=1, le=16)
+    lexical_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Enrich never takes longer than this, whatever the caller's deadline.
+    enrich_max_s: float = Field(default=1.0, gt=0)
+
+    # Input bounds.
+    chunk_words: int = Field(default=90, ge=10, le=400)
+    max_document_bytes: int = Field(default=512 * 1024, ge=1024)
+    max_chunks_per_document: int = Field(default=2000, ge=1)
+    max_facts_per_user: int = Field(default=500, ge=1)
+    max_fact_bytes: int = Field(default=1000, ge=16)
+    max_query_bytes: int = Field(default=4096, ge=16)
+
+    @model_validator(mode="after")
+    def _openai_key(self) -> ContextSettings:
+        if self.embedding_backend == "openai" and self.openai_api_key is None:
+            raise ValueError("embedding_backend=openai needs CONTEXT_OPENAI_API_KEY")
+        return self
+
+    def state_token_value(self) -> str | None:
+        if self.state_token is not None:
+            return self.state_token.get_secret_value()
+        if self.state_token_file is not None:
+            return self.state_token_file.read_text().strip()
+        return None

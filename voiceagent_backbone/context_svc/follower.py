@@ -1,0 +1,170 @@
+"""Follows state_svc's change feed into the memory index, from a persisted cursor.
+
+Every tenant's feed is read (`all_tenants`, scope state.feed); each response's changes are
+applied with the cursor of its last change in one store transaction, so a restart resumes
+exactly after the last applied change. Connection failures are retried with backoff from
+that cursor; the index keeps serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.context_svc import metrics
+from voiceagent_backbone.context_svc.config import ContextSettings
+from voiceagent_backbone.context_svc.domain import ContextDomain, DeletionEvent, FeedItem, TurnEvent
+from voiceagent_backbone.servicekit.auth import RenewingToken
+from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
+
+log = logging.getLogger(__name__)
+
+FEED_SCOPES = ("state.read", "state.feed")
+_MESSAGE_ROLE = {pb.EVENT_TYPE_USER_MESSAGE: "user", pb.EVENT_TYPE_AGENT_MESSAGE: "agent"}
+_ROLE_NAME = {pb.ROLE_USER: "user", pb.ROLE_AGENT: "agent", pb.ROLE_SYSTEM: "system"}
+
+
+def _time_us(ts: object) -> int:
+    seconds = getattr(ts, "seconds", 0)
+    nanos = getattr(ts, "nanos", 0)
+    return int(seconds) * 1_000_000 + int(nanos) // 1000
+
+
+def feed_item(change: pb.Change) -> FeedItem | None:
+    """The index's view of a change; None for changes that carry no turn text."""
+    if change.HasField("deletion"):
+        d = change.deletion
+        return DeletionEvent(d.tenant_id, list(d.conversation_ids), d.user_id)
+    if not change.HasField("event"):
+        return None
+    e = change.event
+    text = e.text.strip()
+    if not text:
+        return None
+    if e.type in _MESSAGE_ROLE:
+        kind, role = "message", _MESSAGE_ROLE[e.type]
+    elif e.type == pb.EVENT_TYPE_TRANSCRIPTION and e.transcription.final:
+        kind, role = "transcription", _ROLE_NAME.get(e.role, "user")
+    else:
+        return None
+    occurred = e.client_time if e.HasField("client_time") else e.server_time
+    return TurnEvent(
+        tenant_id=e.tenant_id,
+        event_id=e.event_id,
+        conversation_id=e.conversation_id,
+        seq=e.seq,
+        kind=kind,
+        role=role,
+        speaker=e.participant_identity or role.capitalize(),
+        text=text,
+        occurred_at_us=_time_us(occurred),
+        user_ids=list(e.user_ids),
+    )
+
+
+def token_provider(settings: ContextSettings) -> TokenProvider | None:
+    static = settings.state_token_value()
+    if static is not None:
+        return lambda: static
+    key = settings.jwt_key()
+    if key is None or not settings.auth_jwt_algorithms[0].startswith("HS"):
+        return None
+    # A feed token minted from the service's own key.
+    return RenewingToken(
+        key,
+        tenant="context_svc",
+        scopes=FEED_SCOPES,
+        subject="context_svc",
+        algorithm=settings.auth_jwt_algorithms[0],
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+    )
+
+
+class FeedFollower:
+    def __init__(self, settings: ContextSettings, domain: ContextDomain) -> None:
+        self.settings = settings
+        self.domain = domain
+        self._task: asyncio.Task[None] | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="feed-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    async def _run(self) -> None:
+        token = token_provider(self.settings)
+        if token is None:
+            log.error(
+                "no token for state_svc's feed: set CONTEXT_STATE_TOKEN(_FILE) or an HS "
+                "JWT key; memory will not be indexed"
+            )
+        # Without BDP probing the flow-control window stays at 64 KiB, so state_svc cannot
+        # run far ahead of what is applied: the backlog in its responses stays a true lag.
+        self._channel = create_channel(
+            self.settings.state_target,
+            token=token,
+            retry=False,
+            max_message_bytes=self.settings.max_message_bytes,
+            extra_options=[("grpc.http2.bdp_probe", 0)],
+        )
+        stub = state_pb2_grpc.StateServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        delay = 0.2
+        while True:
+            try:
+                await self._follow(stub)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                metrics.FEED_ERRORS.inc()
+                log.warning(
+                    "feed interrupted; retrying",
+                    extra={"code": exc.code().name, "details": exc.details(), "retry_in_s": delay},
+                )
+            except Exception:
+                metrics.FEED_ERRORS.inc()
+                log.exception("applying the feed failed; retrying", extra={"retry_in_s": delay})
+            self.domain.progress.connected = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.feed_retry_max_s)
+
+    async def _follow(self, stub: state_pb2_grpc.StateServiceStub) -> None:
+        progress = self.domain.progress
+        call = stub.Watch(
+            pb.WatchRequest(
+                cursor=progress.cursor, all_tenants=True, max_batch=self.settings.feed_batch
+            )
+        )
+        async for response in call:
+            progress.connected = True
+            if response.changes:
+                first = response.changes[0]
+                if first.HasField("event") and progress.pending_since_us is None:
+                    progress.pending_since_us = _time_us(first.event.server_time)
+                items = [i for i in (feed_item(c) for c in response.changes) if i is not None]
+                await self.domain.apply_feed(items, response.changes[-1].cursor)
+                progress.applied_changes += len(response.changes)
+                last = response.changes[-1]
+                if response.backlog > 0 and last.HasField("event"):
+                    # Still behind: the oldest pending change is at most this old.
+                    progress.pending_since_us = _time_us(last.event.server_time)
+            progress.backlog = response.backlog
+            if response.backlog == 0:
+                progress.pending_since_us = None
+            metrics.FEED_LAG_EVENTS.set(progress.backlog)
+            status = self.domain.status()
+            metrics.FEED_LAG_SECONDS.set(status.lag_seconds)

@@ -1,0 +1,103 @@
+"""Wires context_svc together: index store, embedder, domain, feed follower, servicekit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from voiceagent_backbone.api.context.v1 import context_pb2, context_pb2_grpc
+from voiceagent_backbone.context_svc.config import ContextSettings
+from voiceagent_backbone.context_svc.domain import ContextDomain
+from voiceagent_backbone.context_svc.embedding import Embedder, MiniLmEmbedder, OpenAIEmbedder
+from voiceagent_backbone.context_svc.follower import FeedFollower
+from voiceagent_backbone.context_svc.servicer import ContextServicer
+from voiceagent_backbone.context_svc.store import IndexStore
+from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.scopes import method_scopes
+from voiceagent_backbone.servicekit.server import ServiceDefinition
+
+log = logging.getLogger(__name__)
+
+SERVICE = context_pb2.DESCRIPTOR.services_by_name["ContextService"]
+
+READ, WRITE = "context.read", "context.write"
+SCOPES = method_scopes(
+    SERVICE,
+    {
+        "Enrich": READ,
+        "IngestDocument": WRITE,
+        "DeleteDocument": WRITE,
+        "ListDocuments": READ,
+        "UpsertFacts": WRITE,
+        "ListFacts": READ,
+        "DeleteFact": WRITE,
+        "GetIndexStatus": READ,
+    },
+)
+
+_embedders: dict[int, Embedder] = {}
+
+
+def shared_embedder(threads: int) -> Embedder:
+    """One model per process (it is read-only): tests and embedded use start many services."""
+    if threads not in _embedders:
+        _embedders[threads] = MiniLmEmbedder(threads=threads)
+    return _embedders[threads]
+
+
+def make_embedder(settings: ContextSettings) -> Embedder:
+    if settings.embedding_backend == "openai":
+        assert settings.openai_api_key is not None
+        return OpenAIEmbedder(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value(),
+            model=settings.openai_embedding_model,
+            dimensions=settings.openai_embedding_dimensions,
+            timeout_s=settings.openai_timeout_s,
+        )
+    return shared_embedder(settings.embedding_threads)
+
+
+@contextlib.asynccontextmanager
+async def open_domain(settings: ContextSettings) -> AsyncIterator[ContextDomain]:
+    store = IndexStore(settings.index_path)
+    await store.open()
+    domain = ContextDomain(settings, store, make_embedder(settings))
+    try:
+        await domain.load()
+        yield domain
+    finally:
+        domain.close()
+        await store.close()
+
+
+def definition(domain: ContextDomain) -> ServiceDefinition:
+    servicer = ContextServicer(domain)
+
+    def register(server: grpc.aio.Server) -> None:
+        context_pb2_grpc.add_ContextServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+    return ServiceDefinition(
+        name="context_svc",
+        service_names=[SERVICE.full_name],
+        method_scopes=SCOPES,
+        register=register,
+    )
+
+
+@contextlib.asynccontextmanager
+async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
+    assert isinstance(settings, ContextSettings)
+    async with open_domain(settings) as domain:
+        follower = FeedFollower(settings, domain)
+        service_definition = definition(domain)
+        service_definition.on_stop.append(follower.stop)
+        if settings.follow_feed:
+            follower.start()
+        try:
+            yield service_definition
+        finally:
+            await follower.stop()

@@ -1,0 +1,191 @@
+"""The one way every service starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from voiceagent_backbone.servicekit import auth, interceptors, tracing
+from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.logging import configure_logging
+from voiceagent_backbone.servicekit.metrics import MetricsEndpoint, start_metrics_endpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceDefinition:
+    """What a service contributes: its servicers and the scope each method needs."""
+
+    name: str
+    # Full proto service names ("voiceagent.state.v1.StateService") for health and reflection.
+    service_names: Sequence[str]
+    # "/pkg.Service/Method" -> required scope; methods missing here are denied.
+    method_scopes: Mapping[str, str]
+    register: Callable[[grpc.aio.Server], None]
+    # Run after the server stopped taking calls (flush, close connections).
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def _server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    ms = 1000
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * ms)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * ms)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Accept client pings as often as every 10 s (clients default to no pings).
+        ("grpc.http2.min_ping_interval_without_data_ms", 10 * ms),
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * ms)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * ms)),
+        # One process per port: fail loudly instead of sharing a port with a stale process.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcServer:
+    """A started service: the gRPC server, health, reflection and the metrics endpoint."""
+
+    def __init__(self, settings: ServiceSettings, definition: ServiceDefinition) -> None:
+        self.settings = settings
+        self.definition = definition
+        # The grpc stubs predate health.aio.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics: MetricsEndpoint | None = None
+        self._stopped = asyncio.Event()
+        verifier = _verifier(settings, definition.name)
+        chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [
+            tracing.server_interceptor(),
+            interceptors.ScopedInterceptor(interceptors.metrics_scope),
+            interceptors.ScopedInterceptor(
+                interceptors.AuthScope(verifier, definition.method_scopes)
+            ),
+            interceptors.ScopedInterceptor(interceptors.errors_scope),
+        ]
+        self.server = grpc.aio.server(
+            interceptors=chain,
+            options=_server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
+
+    async def start(self) -> None:
+        definition = self.definition
+        definition.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*definition.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            self.server,
+        )
+        address = f"{_bracket(self.settings.host)}:{self.settings.port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not listen on {address}")
+        if self.settings.metrics_port >= 0:
+            self._metrics = start_metrics_endpoint(
+                self.settings.metrics_host, self.settings.metrics_port
+            )
+            self.metrics_port = self._metrics.port
+        await self.server.start()
+        for name in ["", *definition.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={
+                "grpc_address": f"{self.settings.host}:{self.port}",
+                "metrics_port": self.metrics_port,
+            },
+        )
+
+    async def stop(self) -> None:
+        """NOT_SERVING, optional drain delay, finish in-flight calls within the grace period."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down", extra={"grace_period_s": self.settings.grace_period_s})
+        await self.health.enter_graceful_shutdown()
+        if self.settings.shutdown_delay_s > 0:
+            await asyncio.sleep(self.settings.shutdown_delay_s)
+        await self.server.stop(self.settings.grace_period_s)
+        for hook in self.definition.on_stop:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        if self._metrics is not None:
+            self._metrics.stop()
+        tracing.shutdown_tracing()
+        log.info("stopped")
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _verifier(settings: ServiceSettings, service: str) -> auth.JwtVerifier | None:
+    if settings.auth_disabled:
+        log.warning("authentication is DISABLED: every caller is tenant 'default' with all scopes")
+        return None
+    key = settings.jwt_key()
+    if not key:
+        raise SystemExit(
+            f"{service}: no JWT verification key. Set the auth_jwt_key (or auth_jwt_key_file) "
+            "setting through the service's environment prefix, or auth_disabled=true for a "
+            "local experiment."
+        )
+    if any(a.startswith("HS") for a in settings.auth_jwt_algorithms) and len(key.encode()) < 32:
+        # RFC 7518 §3.2: an HMAC key shorter than the hash output is guessable.
+        raise SystemExit(f"{service}: the JWT key for HS* algorithms must be at least 32 bytes")
+    return auth.JwtVerifier(
+        key,
+        settings.auth_jwt_algorithms,
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+        require_exp=settings.auth_require_exp,
+    )
+
+
+ServiceFactory = Callable[[ServiceSettings], AbstractAsyncContextManager[ServiceDefinition]]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: ServiceSettings, definition: ServiceDefinition
+) -> AsyncIterator[GrpcServer]:
+    """Start a server for a definition, stop it on exit (tests and embedding use this)."""
+    server = GrpcServer(settings, definition)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def serve(settings: ServiceSettings, factory: ServiceFactory, name: str) -> None:
+    """Run a service until SIGTERM or SIGINT, then shut it down gracefully."""
+    configure_logging(name, settings.log_level)
+    tracing.configure_tracing(name, settings.otlp_endpoint, settings.trace_sample_ratio)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with factory(settings) as definition, running(settings, definition):
+        await stop.wait()
+        log.info("received a stop signal")
+
+
+def main(settings: ServiceSettings, factory: ServiceFactory, name: str) -> None:
+    """Entry point for `python -m <service>`."""
+    asyncio.run(serve(settings, factory, name))

@@ -1,0 +1,44 @@
+"""state_svc settings: environment variables prefixed STATE_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from voiceagent_backbone.servicekit.config import ServiceSettings
+
+
+class StateSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="STATE_", extra="ignore", frozen=True)
+
+    port: int = Field(default=50051, ge=0, le=65535)
+    metrics_port: int = Field(default=9101, ge=-1, le=65535)
+
+    # Storage: MongoDB when a URI is set, otherwise the embedded SQLite file.
+    mongodb_uri: SecretStr | None = None
+    mongodb_database: str = "voiceagent"
+    # "majority" survives a primary failover; "1" is faster on a single node.
+    mongodb_write_concern: str = "majority"
+    mongodb_timeout_ms: int = Field(default=5000, ge=100)
+    sqlite_path: Path = Path(".run/state.sqlite3")
+    # FULL: every acknowledged append survives a power cut; NORMAL: survives a crash.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    # Retention: conversations inactive longer than this are removed (0 keeps them forever).
+    default_retention_s: int = Field(default=90 * 24 * 3600, ge=0)
+    retention_sweep_interval_s: float = Field(default=60.0, gt=0)
+    # MongoDB TTL indexes remove anything the sweeper missed this long after expiry.
+    ttl_backstop_s: int = Field(default=24 * 3600, ge=0)
+
+    # Change feed: how often Watch looks for writes of other replicas.
+    feed_poll_interval_s: float = Field(default=0.25, gt=0)
+
+    # Input bounds.
+    max_batch_events: int = Field(default=500, ge=1)
+    max_text_bytes: int = Field(default=32 * 1024, ge=1)
+    max_payload_bytes: int = Field(default=16 * 1024, ge=2)
+    max_payload_depth: int = Field(default=8, ge=1)
+    max_snapshot_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -1,0 +1,351 @@
+"""state_svc's domain logic: tenancy, idempotency, the feed, retention, export and delete.
+
+The servicer hands it validated domain objects and the caller's tenant; it talks to the
+store and raises servicekit domain errors the edge maps to status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+from voiceagent_backbone.servicekit.errors import AlreadyExists, NotFound, Unavailable
+from voiceagent_backbone.state_svc import metrics
+from voiceagent_backbone.state_svc.config import StateSettings
+from voiceagent_backbone.state_svc.model import (
+    AppendResult,
+    Change,
+    Conversation,
+    DeleteCounts,
+    Deletion,
+    DeletionReason,
+    Event,
+    EventType,
+    NewEvent,
+    Snapshot,
+    UserProfile,
+)
+from voiceagent_backbone.state_svc.store.base import (
+    AppendRequest,
+    ConversationIdConflict,
+    ConversationMissing,
+    ConversationStore,
+    EventIdConflict,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+EXPORT_PAGE = 500
+# How long a replica trusts its copy of a tenant's retention period.
+RETENTION_CACHE_S = 60.0
+
+
+def utcnow() -> datetime:
+    """Now, in milliseconds: what MongoDB stores, so both stores return the same times."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class FeedSignal:
+    """Wakes Watch streams in this replica as soon as something is written here."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout_s: float) -> None:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+
+class StateDomain:
+    def __init__(self, store: ConversationStore, settings: StateSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.feed = FeedSignal()
+        self._backend = store.name
+        # tenant -> (retention seconds, when read): appends need it for the TTL backstop.
+        self._retention_cache: dict[str, tuple[int, float]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _op(self, operation: str) -> AsyncIterator[None]:
+        """A timed store operation; a database failure becomes UNAVAILABLE (retryable)."""
+        try:
+            async with metrics.timed(operation, self._backend):
+                yield
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    # -- conversations ----------------------------------------------------------------
+
+    async def create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
+        try:
+            async with metrics.timed("create_conversation", self._backend):
+                return await self.store.create_conversation(conversation)
+        except ConversationIdConflict as exc:
+            raise AlreadyExists("a conversation with this id already exists") from exc
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    async def get_conversation(self, tenant_id: str, conversation_id: str) -> Conversation:
+        async with self._op("get_conversation"):
+            found = await self.store.get_conversation(tenant_id, conversation_id)
+        if found is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return found
+
+    async def find_open_conversation(self, tenant_id: str, room_name: str) -> Conversation | None:
+        async with self._op("find_open_conversation"):
+            return await self.store.find_open_conversation(tenant_id, room_name)
+
+    async def list_conversations(
+        self, tenant_id: str, user_id: str, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Conversation]:
+        async with self._op("list_conversations"):
+            return await self.store.list_conversations(tenant_id, user_id, limit, after)
+
+    async def end_conversation(
+        self, tenant_id: str, conversation_id: str, reason: str
+    ) -> Conversation:
+        async with self._op("end_conversation"):
+            ended = await self.store.end_conversation(tenant_id, conversation_id, reason, utcnow())
+        if ended is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return ended
+
+    # -- events -----------------------------------------------------------------------
+
+    async def append_events(
+        self, tenant_id: str, conversation_id: str, events: list[NewEvent]
+    ) -> list[AppendResult]:
+        now = utcnow()
+        retention = await self._cached_retention(tenant_id)
+        expire_at = now + timedelta(seconds=retention) if retention > 0 else None
+        request = AppendRequest(tenant_id, conversation_id, events, now, expire_at)
+        try:
+            async with metrics.timed("append_events", self._backend):
+                results = await self.store.append_events(request)
+        except ConversationMissing as exc:
+            raise NotFound(f"conversation {conversation_id} not found") from exc
+        except EventIdConflict as exc:
+            raise AlreadyExists(str(exc)) from exc
+        except StoreError as exc:
+            log.warning("append failed; the client may retry", extra={"error": str(exc)})
+            raise Unavailable(str(exc)) from exc
+        for event, result in zip(events, results, strict=True):
+            if result.duplicate:
+                metrics.EVENTS_DUPLICATE.inc()
+            else:
+                metrics.EVENTS_APPENDED.labels(event.type.value).inc()
+        if any(not r.duplicate for r in results):
+            self.feed.notify()
+        return results
+
+    async def get_history(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        types: Sequence[EventType],
+        *,
+        last_n: int,
+        after_seq: int,
+        limit: int,
+    ) -> tuple[Conversation, list[Event]]:
+        conversation = await self.get_conversation(tenant_id, conversation_id)
+        async with self._op("get_history"):
+            events = await self.store.get_history(
+                tenant_id,
+                conversation_id,
+                types,
+                last_n=last_n,
+                after_seq=after_seq,
+                limit=limit,
+            )
+        return conversation, events
+
+    # -- snapshots and users ----------------------------------------------------------
+
+    async def save_snapshot(self, tenant_id: str, snapshot: Snapshot) -> Snapshot:
+        await self.get_conversation(tenant_id, snapshot.conversation_id)
+        async with self._op("save_snapshot"):
+            return await self.store.save_snapshot(tenant_id, snapshot, utcnow())
+
+    async def get_latest_snapshot(self, tenant_id: str, conversation_id: str) -> Snapshot | None:
+        await self.get_conversation(tenant_id, conversation_id)
+        async with self._op("get_latest_snapshot"):
+            return await self.store.get_latest_snapshot(tenant_id, conversation_id)
+
+    async def upsert_user(self, tenant_id: str, profile: UserProfile) -> tuple[UserProfile, bool]:
+        async with self._op("upsert_user"):
+            return await self.store.upsert_user(tenant_id, profile, utcnow())
+
+    async def get_user(self, tenant_id: str, user_id: str) -> UserProfile:
+        async with self._op("get_user"):
+            found = await self.store.get_user(tenant_id, user_id)
+        if found is None:
+            raise NotFound(f"user {user_id} not found")
+        return found
+
+    # -- the change feed --------------------------------------------------------------
+
+    async def watch(
+        self, after: int, tenant_id: str | None, batch: int, stop_at_end: bool
+    ) -> AsyncIterator[tuple[list[Change], bool, int]]:
+        """Yields (changes, caught_up, backlog). Polls the store: other replicas write too.
+
+        backlog estimates how many feed positions (every tenant's, and tombstones) lie
+        beyond the last change yielded: consumers report it as their lag."""
+        cursor = after
+        caught_up_sent = False
+        while True:
+            async with self._op("read_feed"):
+                changes = await self.store.read_feed(cursor, batch, tenant_id)
+            if changes:
+                cursor = changes[-1].feed_seq
+                caught_up = len(changes) < batch
+                backlog = 0
+                if not caught_up:
+                    async with self._op("feed_head"):
+                        backlog = max(0, await self.store.feed_head_estimate() - cursor)
+                # Tombstones (deleted events) only move the cursor on.
+                real = [c for c in changes if c.event is not None or c.deletion is not None]
+                if real or (caught_up and not caught_up_sent):
+                    yield real, caught_up and not caught_up_sent, backlog
+                caught_up_sent = caught_up_sent or caught_up
+                if caught_up and stop_at_end:
+                    return
+                if not caught_up:
+                    continue
+            elif not caught_up_sent:
+                yield [], True, 0
+                caught_up_sent = True
+                if stop_at_end:
+                    return
+            await self.feed.wait(self.settings.feed_poll_interval_s)
+
+    async def feed_head(self, tenant_id: str | None) -> int:
+        try:
+            return await self.store.feed_head(tenant_id)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    # -- retention, export, delete ----------------------------------------------------
+
+    async def set_retention(self, tenant_id: str, seconds: int) -> None:
+        try:
+            await self.store.set_retention(tenant_id, seconds)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+        self._retention_cache.pop(tenant_id, None)
+
+    async def _cached_retention(self, tenant_id: str) -> int:
+        cached = self._retention_cache.get(tenant_id)
+        loop_time = asyncio.get_running_loop().time()
+        if cached is not None and loop_time - cached[1] < RETENTION_CACHE_S:
+            return cached[0]
+        seconds, _ = await self.get_retention(tenant_id)
+        self._retention_cache[tenant_id] = (seconds, loop_time)
+        return seconds
+
+    async def get_retention(self, tenant_id: str) -> tuple[int, bool]:
+        try:
+            own = await self.store.get_retention(tenant_id)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+        if own is None:
+            return self.settings.default_retention_s, True
+        return own, False
+
+    async def sweep_retention(self, now: datetime | None = None) -> int:
+        """Remove every conversation past its tenant's retention; returns how many."""
+        now = now or utcnow()
+        removed = 0
+        for tenant_id in await self.store.tenants():
+            retention, _ = await self.get_retention(tenant_id)
+            if retention <= 0:
+                continue
+            cutoff = now - timedelta(seconds=retention)
+            while True:
+                expired = await self.store.expired_conversations(tenant_id, cutoff, 200)
+                if not expired:
+                    break
+                # Announce first: if we crash after it, the next sweep deletes again and
+                # announces again (consumers treat deletions as idempotent); the other
+                # order could lose the announcement.
+                await self.store.record_deletion(
+                    Deletion(tenant_id, DeletionReason.RETENTION, "", expired), now
+                )
+                await self.store.delete_conversations(tenant_id, expired)
+                self.feed.notify()
+                removed += len(expired)
+                metrics.RETENTION_DELETED.inc(len(expired))
+        if removed:
+            log.info("retention removed conversations", extra={"conversations": removed})
+        return removed
+
+    async def run_retention(self) -> None:
+        """The background sweeper; every replica runs it, deletions are idempotent."""
+        while True:
+            try:
+                await self.sweep_retention()
+            except Exception:
+                log.exception("retention sweep failed; retrying at the next interval")
+            await asyncio.sleep(self.settings.retention_sweep_interval_s)
+
+    async def export_user(
+        self, tenant_id: str, user_id: str
+    ) -> AsyncIterator[UserProfile | Conversation | Event | Snapshot]:
+        try:
+            profile = await self.store.get_user(tenant_id, user_id)
+            if profile is not None:
+                yield profile
+            for conversation_id in await self.store.user_conversation_ids(tenant_id, user_id):
+                conversation = await self.store.get_conversation(tenant_id, conversation_id)
+                if conversation is None:
+                    continue
+                yield conversation
+                after = 0
+                while True:
+                    events = await self.store.get_history(
+                        tenant_id, conversation_id, (), after_seq=after, limit=EXPORT_PAGE
+                    )
+                    for event in events:
+                        yield event
+                    if len(events) < EXPORT_PAGE:
+                        break
+                    after = events[-1].seq
+                snapshot = await self.store.get_latest_snapshot(tenant_id, conversation_id)
+                if snapshot is not None:
+                    yield snapshot
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    async def delete_user(self, tenant_id: str, user_id: str) -> DeleteCounts:
+        """Every conversation the user took part in, its events and snapshot, the profile."""
+        try:
+            conversation_ids = await self.store.user_conversation_ids(tenant_id, user_id)
+            await self.store.record_deletion(
+                Deletion(tenant_id, DeletionReason.USER_REQUEST, user_id, conversation_ids),
+                utcnow(),
+            )
+            conversations, events, snapshots = await self.store.delete_conversations(
+                tenant_id, conversation_ids
+            )
+            profile = await self.store.delete_user_profile(tenant_id, user_id)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from exc
+        self.feed.notify()
+        metrics.USER_DELETIONS.inc()
+        log.info(
+            "user data deleted",
+            extra={"conversations": conversations, "events": events, "snapshots": snapshots},
+        )
+        return DeleteCounts(conversations, events, snapshots, profile)

@@ -1,0 +1,106 @@
+"""Wires state_svc together: store, domain, servicer, background retention, servicekit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from voiceagent_backbone.api.state.v1 import state_pb2, state_pb2_grpc
+from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.scopes import method_scopes
+from voiceagent_backbone.servicekit.server import ServiceDefinition
+from voiceagent_backbone.state_svc.config import StateSettings
+from voiceagent_backbone.state_svc.domain import StateDomain
+from voiceagent_backbone.state_svc.servicer import StateServicer
+from voiceagent_backbone.state_svc.store.base import ConversationStore
+from voiceagent_backbone.state_svc.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+SERVICE = state_pb2.DESCRIPTOR.services_by_name["StateService"]
+
+READ, WRITE, ADMIN = "state.read", "state.write", "state.admin"
+# Following every tenant's feed is checked in the Watch handler (scope state.feed).
+SCOPES = method_scopes(
+    SERVICE,
+    {
+        "CreateConversation": WRITE,
+        "GetConversation": READ,
+        "FindOpenConversation": READ,
+        "ListConversations": READ,
+        "EndConversation": WRITE,
+        "AppendEvents": WRITE,
+        "GetHistory": READ,
+        "SaveSnapshot": WRITE,
+        "GetLatestSnapshot": READ,
+        "UpsertUser": WRITE,
+        "GetUser": READ,
+        "Watch": READ,
+        "SetRetentionPolicy": ADMIN,
+        "GetRetentionPolicy": READ,
+        "ExportUserData": ADMIN,
+        "DeleteUserData": ADMIN,
+    },
+)
+
+
+def make_store(settings: StateSettings) -> ConversationStore:
+    if settings.mongodb_uri is not None:
+        from voiceagent_backbone.state_svc.store.mongo import MongoStore
+
+        return MongoStore(
+            settings.mongodb_uri.get_secret_value(),
+            settings.mongodb_database,
+            write_concern=settings.mongodb_write_concern,
+            timeout_ms=settings.mongodb_timeout_ms,
+            ttl_backstop_s=settings.ttl_backstop_s,
+        )
+    return SqliteStore(settings.sqlite_path, settings.sqlite_synchronous)
+
+
+@contextlib.asynccontextmanager
+async def open_domain(settings: StateSettings) -> AsyncIterator[StateDomain]:
+    store = make_store(settings)
+    await store.open()
+    log.info("store open", extra={"backend": store.name})
+    try:
+        yield StateDomain(store, settings)
+    finally:
+        await store.close()
+
+
+def definition(domain: StateDomain) -> ServiceDefinition:
+    servicer = StateServicer(domain)
+
+    def register(server: grpc.aio.Server) -> None:
+        state_pb2_grpc.add_StateServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+    return ServiceDefinition(
+        name="state_svc",
+        service_names=[SERVICE.full_name],
+        method_scopes=SCOPES,
+        register=register,
+    )
+
+
+@contextlib.asynccontextmanager
+async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
+    assert isinstance(settings, StateSettings)
+    async with open_domain(settings) as domain:
+        sweeper = asyncio.create_task(domain.run_retention(), name="retention")
+
+        async def stop_sweeper() -> None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+        service_definition = definition(domain)
+        service_definition.on_stop.append(stop_sweeper)
+        try:
+            yield service_definition
+        finally:
+            await stop_sweeper()

@@ -1,0 +1,283 @@
+"""The gRPC servicer of voiceagent.state.v1.StateService: wire in, domain call, wire out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import duration_pb2
+
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit import tokens
+from voiceagent_backbone.servicekit.auth import current_principal
+from voiceagent_backbone.servicekit.errors import PermissionDenied, Validator
+from voiceagent_backbone.state_svc import wire
+from voiceagent_backbone.state_svc.domain import StateDomain, utcnow
+from voiceagent_backbone.state_svc.model import Conversation, Event, Snapshot, UserProfile
+from voiceagent_backbone.state_svc.store import codec
+from voiceagent_backbone.state_svc.wire import Checks
+
+FEED_SCOPE = "state.feed"
+MAX_RETENTION_S = 10 * 366 * 24 * 3600
+
+
+def _tenant() -> str:
+    return current_principal().tenant_id
+
+
+class StateServicer(state_pb2_grpc.StateServiceServicer):
+    def __init__(self, domain: StateDomain) -> None:
+        self.domain = domain
+        self.checks = Checks(domain.settings)
+
+    # -- conversations ----------------------------------------------------------------
+
+    async def CreateConversation(
+        self, request: pb.CreateConversationRequest, context: Any
+    ) -> pb.CreateConversationResponse:
+        conversation = wire.new_conversation(self.checks, request, _tenant(), utcnow())
+        stored, created = await self.domain.create_conversation(conversation)
+        return pb.CreateConversationResponse(
+            conversation=wire.conversation_pb(stored), created=created
+        )
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: Any
+    ) -> pb.GetConversationResponse:
+        v = Validator()
+        self.checks.conversation_id(v, "conversation_id", request.conversation_id)
+        v.raise_if_any()
+        found = await self.domain.get_conversation(_tenant(), request.conversation_id)
+        return pb.GetConversationResponse(conversation=wire.conversation_pb(found))
+
+    async def FindOpenConversation(
+        self, request: pb.FindOpenConversationRequest, context: Any
+    ) -> pb.FindOpenConversationResponse:
+        v = Validator()
+        self.checks.name(v, "room_name", request.room_name, 256, required=True)
+        v.raise_if_any()
+        found = await self.domain.find_open_conversation(_tenant(), request.room_name)
+        if found is None:
+            return pb.FindOpenConversationResponse()
+        return pb.FindOpenConversationResponse(conversation=wire.conversation_pb(found))
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: Any
+    ) -> pb.ListConversationsResponse:
+        v = Validator()
+        self.checks.user_id(v, "user_id", request.user_id)
+        self.checks.page_size(v, "page_size", request.page_size, 100)
+        fields = wire.page_token(v, "conversations", request.page_token, request.user_id)
+        after = None
+        if fields is not None:
+            at, conversation_id = fields.get("t"), fields.get("i")
+            if not isinstance(at, int) or not isinstance(conversation_id, str):
+                v.add("page_token", "is not a page token of this call")
+            else:
+                started = codec.from_us(at)
+                assert started is not None
+                after = (started, conversation_id)
+        v.raise_if_any()
+        size = request.page_size or 20
+        found = await self.domain.list_conversations(_tenant(), request.user_id, size + 1, after)
+        next_token = ""
+        if len(found) > size:
+            found = found[:size]
+            last = found[-1]
+            next_token = tokens.encode(
+                "conversations",
+                {
+                    "b": request.user_id,
+                    "t": codec.to_us(last.started_at),
+                    "i": last.conversation_id,
+                },
+            )
+        return pb.ListConversationsResponse(
+            conversations=[wire.conversation_pb(c) for c in found], next_page_token=next_token
+        )
+
+    async def EndConversation(
+        self, request: pb.EndConversationRequest, context: Any
+    ) -> pb.EndConversationResponse:
+        v = Validator()
+        self.checks.conversation_id(v, "conversation_id", request.conversation_id)
+        self.checks.name(v, "reason", request.reason, 256, required=False)
+        v.raise_if_any()
+        ended = await self.domain.end_conversation(
+            _tenant(), request.conversation_id, request.reason
+        )
+        return pb.EndConversationResponse(conversation=wire.conversation_pb(ended))
+
+    # -- events -----------------------------------------------------------------------
+
+    async def AppendEvents(
+        self, request: pb.AppendEventsRequest, context: Any
+    ) -> pb.AppendEventsResponse:
+        events = wire.new_events(self.checks, request)
+        results = await self.domain.append_events(_tenant(), request.conversation_id, events)
+        return pb.AppendEventsResponse(
+            results=[
+                pb.AppendResult(event_id=r.event_id, seq=r.seq, duplicate=r.duplicate)
+                for r in results
+            ],
+            last_seq=max(r.seq for r in results),
+        )
+
+    async def GetHistory(
+        self, request: pb.GetHistoryRequest, context: Any
+    ) -> pb.GetHistoryResponse:
+        v = Validator()
+        self.checks.conversation_id(v, "conversation_id", request.conversation_id)
+        types = wire.event_types(v, "types", request.types)
+        if request.last_n < 0 or request.last_n > 1000:
+            v.add("last_n", "must be between 0 and 1000")
+        self.checks.page_size(v, "page_size", request.page_size, 1000)
+        binding = request.conversation_id + "|" + ",".join(str(t) for t in request.types)
+        fields = wire.page_token(v, "history", request.page_token, binding)
+        after_seq = 0
+        if fields is not None:
+            seq = fields.get("s")
+            if not isinstance(seq, int) or seq < 0:
+                v.add("page_token", "is not a page token of this call")
+            else:
+                after_seq = seq
+        v.raise_if_any()
+        size = request.page_size or 100
+        conversation, events = await self.domain.get_history(
+            _tenant(),
+            request.conversation_id,
+            types,
+            last_n=request.last_n,
+            after_seq=after_seq,
+            limit=size + 1,
+        )
+        next_token = ""
+        if request.last_n <= 0 and len(events) > size:
+            events = events[:size]
+            next_token = tokens.encode("history", {"b": binding, "s": events[-1].seq})
+        return pb.GetHistoryResponse(
+            events=[wire.event_pb(e) for e in events],
+            next_page_token=next_token,
+            last_seq=conversation.last_seq,
+        )
+
+    # -- snapshots and users ----------------------------------------------------------
+
+    async def SaveSnapshot(
+        self, request: pb.SaveSnapshotRequest, context: Any
+    ) -> pb.SaveSnapshotResponse:
+        snapshot = wire.snapshot(self.checks, request)
+        saved = await self.domain.save_snapshot(_tenant(), snapshot)
+        return pb.SaveSnapshotResponse(snapshot=wire.snapshot_pb(saved))
+
+    async def GetLatestSnapshot(
+        self, request: pb.GetLatestSnapshotRequest, context: Any
+    ) -> pb.GetLatestSnapshotResponse:
+        v = Validator()
+        self.checks.conversation_id(v, "conversation_id", request.conversation_id)
+        v.raise_if_any()
+        found = await self.domain.get_latest_snapshot(_tenant(), request.conversation_id)
+        if found is None:
+            return pb.GetLatestSnapshotResponse()
+        return pb.GetLatestSnapshotResponse(snapshot=wire.snapshot_pb(found))
+
+    async def UpsertUser(
+        self, request: pb.UpsertUserRequest, context: Any
+    ) -> pb.UpsertUserResponse:
+        profile = wire.user_profile(self.checks, request)
+        stored, created = await self.domain.upsert_user(_tenant(), profile)
+        return pb.UpsertUserResponse(user=wire.user_pb(stored), created=created)
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
+        v = Validator()
+        self.checks.user_id(v, "user_id", request.user_id)
+        v.raise_if_any()
+        return pb.GetUserResponse(
+            user=wire.user_pb(await self.domain.get_user(_tenant(), request.user_id))
+        )
+
+    # -- the change feed --------------------------------------------------------------
+
+    async def Watch(
+        self, request: pb.WatchRequest, context: Any
+    ) -> AsyncIterator[pb.WatchResponse]:
+        v = Validator()
+        after = wire.cursor_from(v, request.cursor)
+        if request.max_batch < 0 or request.max_batch > 1000:
+            v.add("max_batch", "must be between 0 and 1000")
+        v.raise_if_any()
+        principal = current_principal()
+        tenant: str | None = principal.tenant_id
+        if request.all_tenants:
+            if not principal.allows(FEED_SCOPE):
+                raise PermissionDenied(f"following every tenant needs the scope {FEED_SCOPE!r}")
+            tenant = None
+        async for changes, caught_up, backlog in self.domain.watch(
+            after, tenant, request.max_batch or 100, request.stop_at_end
+        ):
+            out = pb.WatchResponse(caught_up=caught_up, backlog=backlog)
+            for change in changes:
+                item = out.changes.add(cursor=wire.cursor_token(change.feed_seq))
+                if change.event is not None:
+                    item.event.CopyFrom(wire.event_pb(change.event))
+                elif change.deletion is not None:
+                    item.deletion.CopyFrom(wire.deletion_pb(change.deletion))
+            yield out
+
+    # -- retention, export, delete ----------------------------------------------------
+
+    async def SetRetentionPolicy(
+        self, request: pb.SetRetentionPolicyRequest, context: Any
+    ) -> pb.SetRetentionPolicyResponse:
+        v = Validator()
+        seconds = request.retention.seconds
+        if not request.HasField("retention"):
+            v.add("retention", "is required (0s keeps data forever)")
+        elif seconds < 0 or request.retention.nanos < 0:
+            v.add("retention", "must not be negative")
+        elif seconds > MAX_RETENTION_S:
+            v.add("retention", "must be at most 10 years")
+        elif 0 < seconds < 60:
+            v.add("retention", "must be 0 (forever) or at least 60s")
+        v.raise_if_any()
+        await self.domain.set_retention(_tenant(), int(seconds))
+        return pb.SetRetentionPolicyResponse(retention=duration_pb2.Duration(seconds=seconds))
+
+    async def GetRetentionPolicy(
+        self, request: pb.GetRetentionPolicyRequest, context: Any
+    ) -> pb.GetRetentionPolicyResponse:
+        seconds, is_default = await self.domain.get_retention(_tenant())
+        return pb.GetRetentionPolicyResponse(
+            retention=duration_pb2.Duration(seconds=seconds), is_default=is_default
+        )
+
+    async def ExportUserData(
+        self, request: pb.ExportUserDataRequest, context: Any
+    ) -> AsyncIterator[pb.ExportUserDataResponse]:
+        v = Validator()
+        self.checks.user_id(v, "user_id", request.user_id)
+        v.raise_if_any()
+        async for item in self.domain.export_user(_tenant(), request.user_id):
+            if isinstance(item, UserProfile):
+                yield pb.ExportUserDataResponse(user=wire.user_pb(item))
+            elif isinstance(item, Conversation):
+                yield pb.ExportUserDataResponse(conversation=wire.conversation_pb(item))
+            elif isinstance(item, Event):
+                yield pb.ExportUserDataResponse(event=wire.event_pb(item))
+            elif isinstance(item, Snapshot):
+                yield pb.ExportUserDataResponse(snapshot=wire.snapshot_pb(item))
+
+    async def DeleteUserData(
+        self, request: pb.DeleteUserDataRequest, context: Any
+    ) -> pb.DeleteUserDataResponse:
+        v = Validator()
+        self.checks.user_id(v, "user_id", request.user_id)
+        v.raise_if_any()
+        counts = await self.domain.delete_user(_tenant(), request.user_id)
+        return pb.DeleteUserDataResponse(
+            conversations_deleted=counts.conversations,
+            events_deleted=counts.events,
+            snapshots_deleted=counts.snapshots,
+            profile_deleted=counts.profile,
+        )
