@@ -29,3 +29,4 @@ step "ruff"
 
 step "mypy"
 "$bin/mypy"
+"$bin/mypy" examples/bring_your_own_agent/agent.py

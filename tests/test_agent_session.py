@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit.agents import Agent, AgentSession, llm
+from livekit.agents import Agent, AgentSession, AgentTask, function_tool, llm
 from livekit.plugins import openai
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,7 +31,14 @@ from tests.support.context import (
     running_context,
     say,
 )
-from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
+from tests.support.fake_openai import (
+    FakeOpenAI,
+    Reply,
+    ToolCall,
+    default_responder,
+    fake_openai,
+    message_text,
+)
 from tests.support.state import StateHandle, new_conversation, running_state, state_settings
 from tests.support.turns import spoken_session
 from voiceagent_backbone.agent_svc import Conversation, FileRoomMetadata, StateLayer, UserProfile
@@ -428,3 +436,126 @@ async def test_preemptive_reply_is_kept_and_carries_the_context_of_its_own_trans
     assert "Porto" in _context_messages(requests[0])[0]
     assert "thunder" in _context_messages(requests[-1])[0]
     assert _context_messages(requests[0])[0] != _context_messages(requests[-1])[0]
+
+
+class InvoiceTask(AgentTask[str]):
+    """An AgentTask of the user's: asks for an invoice number, completes with it."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="Ask for the invoice number and record it.")
+
+    async def on_enter(self) -> None:
+        self.session.say("What is your invoice number?")
+
+    @function_tool
+    async def record_invoice(self, number: str) -> None:
+        """Record the invoice number the user gave."""
+        self.complete(number)
+
+
+class Billing(Agent):
+    def __init__(self, chat_ctx: llm.ChatContext) -> None:
+        super().__init__(instructions="You are billing.", chat_ctx=chat_ctx)
+
+    async def on_enter(self) -> None:
+        number = await InvoiceTask()
+        self.session.say(f"Invoice {number} noted.")
+
+
+class Reception(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are reception.")
+
+    @function_tool
+    async def transfer_to_billing(self) -> Agent:
+        """Transfer the user to billing."""
+        return Billing(self.chat_ctx)
+
+
+def handoff_responder(messages: list[dict[str, Any]]) -> str | Reply:
+    """Tool calls for the two requests that need them, "I heard: ..." otherwise."""
+    # The last message that is not the context block enrichment adds after the user's.
+    last = next(m for m in reversed(messages) if m.get("role") not in ("system", "developer"))
+    if last.get("role") == "tool":
+        return "Done."
+    said = message_text(last) if last.get("role") == "user" else ""
+    if "billing" in said:
+        return Reply(tool_calls=[ToolCall("transfer_to_billing", {})])
+    if "invoice number is" in said:
+        return Reply(tool_calls=[ToolCall("record_invoice", {"number": said.split()[-1][:-1]})])
+    return default_responder(messages)
+
+
+async def test_handoffs_and_agent_tasks_keep_one_conversation_and_follow_the_active_agent(
+    tmp_path: Path, jwt_key: str, state: StateHandle, ctx: ContextHandle, llm_server: FakeOpenAI
+) -> None:
+    """Reception hands off to Billing (a tool returning an agent), Billing runs an AgentTask:
+    one conversation throughout, each handoff and tool call recorded, enrichment added to
+    the task's requests too, and the final snapshot names the agent that was active."""
+    user = f"user-{uuid7()[-6:]}"
+    earlier = await new_conversation(state, user_ids=(user,))
+    before = ctx.domain.turns_by_tenant.get("tenant-a", 0)
+    await say(state, earlier.conversation_id, [("user", "Invoice 77 was charged twice.")])
+    await indexed(ctx, "tenant-a", before + 1)
+    settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port, enrich_budget_ms=2000)
+    conversation = await StateLayer(settings).open_room(
+        FileRoomMetadata(tmp_path / "room-7.json"), room_name="room-7", profile=UserProfile(user)
+    )
+    session, spoken = spoken_session(
+        conversation.enriched(
+            openai.LLM(model="gpt-4.1-mini", base_url=llm_server.base_url, api_key="test-key")
+        ),
+        endpointing_s=0.2,
+    )
+    said: asyncio.Queue[str] = asyncio.Queue()
+    session.on(
+        "conversation_item_added",
+        lambda ev: (
+            said.put_nowait(ev.item.text_content or "")
+            if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant"
+            else None
+        ),
+    )
+    llm_server.clear()
+    llm_server.responder = handoff_responder
+    try:
+        await conversation.start(session, Reception())
+        spoken.speak("Please put me through to billing.")
+        assert await asyncio.wait_for(said.get(), 20) == "What is your invoice number?"
+        spoken.speak("My invoice number is 77.")
+        assert await asyncio.wait_for(said.get(), 20) == "Invoice 77 noted."
+        assert conversation.state.current_agent == "billing"
+    finally:
+        llm_server.responder = default_responder
+        await session.aclose()
+        await conversation.aclose(10)
+
+    stub, md = state.stub(), state.metadata()
+    cid = conversation.conversation_id
+    events = list(
+        (await stub.GetHistory(pb.GetHistoryRequest(conversation_id=cid), metadata=md)).events
+    )
+    handoffs = [(e.handoff.from_agent, e.handoff.to_agent) for e in events if e.handoff.to_agent]
+    assert handoffs[:2] == [("", "reception"), ("reception", "billing")], handoffs
+    assert ("billing", "invoice_task") in handoffs, handoffs
+    assert ("invoice_task", "billing") in handoffs, handoffs
+    tools = [e.tool_call for e in events if e.type == pb.EVENT_TYPE_TOOL_CALL]
+    assert [(t.name, t.is_error) for t in tools] == [
+        ("transfer_to_billing", False),
+        ("record_invoice", False),
+    ]
+    assert json.loads(tools[1].arguments) == {"number": "77"}
+    listed = await stub.ListConversations(pb.ListConversationsRequest(user_id=user), metadata=md)
+    assert len(listed.conversations) == 2  # the seeded one and this one, across three agents
+    snapshot = (
+        await stub.GetLatestSnapshot(pb.GetLatestSnapshotRequest(conversation_id=cid), metadata=md)
+    ).snapshot
+    assert snapshot.current_agent == "billing"
+    # The task's own request (under its instructions) got this turn's context too.
+    task_requests = [
+        r
+        for r in _chat_requests(llm_server)
+        if any("Ask for the invoice number" in message_text(m) for m in r)
+    ]
+    assert task_requests
+    assert any("Invoice 77" in c for c in _context_messages(task_requests[0])), task_requests[0]

@@ -245,6 +245,18 @@ async def test_every_event_type_round_trips(state: StateHandle) -> None:
             pb.ROLE_SYSTEM,
             handoff=pb.HandoffDetail(from_agent="a", to_agent="b", reason="billing"),
         ),
+        event(
+            pb.EVENT_TYPE_TOOL_CALL,
+            "",
+            pb.ROLE_AGENT,
+            tool_call=pb.ToolCallDetail(
+                call_id="call_1",
+                name="order_status",
+                arguments='{"order_id": "42"}',
+                output="shipped",
+                is_error=False,
+            ),
+        ),
     ]
     await stub.AppendEvents(pb.AppendEventsRequest(conversation_id=cid, events=events), metadata=md)
     history = await stub.GetHistory(pb.GetHistoryRequest(conversation_id=cid), metadata=md)

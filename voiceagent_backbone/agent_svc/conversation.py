@@ -25,6 +25,8 @@ from voiceagent_backbone.servicekit.ids import uuid7
 
 _MAX_EVENT_TEXT = 16_000
 _MAX_STACK = 8_000
+# Arguments and output of a tool call, each (state_svc bounds a detail's size).
+_MAX_TOOL_TEXT = 4_000
 
 
 def _now() -> Timestamp:
@@ -147,6 +149,22 @@ class ConversationState:
         self.current_agent = to_agent
         event = self._event(state_pb2.EVENT_TYPE_AGENT_HANDOFF, state_pb2.ROLE_SYSTEM)
         event.handoff.CopyFrom(state_pb2.HandoffDetail(from_agent=from_agent, to_agent=to_agent))
+        self.backend.append_event(self.conversation_id, event)
+
+    def record_tool_call(
+        self, call_id: str, name: str, arguments: str, output: str, is_error: bool
+    ) -> None:
+        """One function tool call of the agent and what it returned."""
+        event = self._event(state_pb2.EVENT_TYPE_TOOL_CALL, state_pb2.ROLE_AGENT)
+        event.tool_call.CopyFrom(
+            state_pb2.ToolCallDetail(
+                call_id=call_id[:200],
+                name=name[:200],
+                arguments=arguments[:_MAX_TOOL_TEXT],
+                output=output[:_MAX_TOOL_TEXT],
+                is_error=is_error,
+            )
+        )
         self.backend.append_event(self.conversation_id, event)
 
     def save_profile(self) -> None:

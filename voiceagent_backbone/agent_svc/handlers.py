@@ -16,6 +16,7 @@ from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
+    FunctionToolsExecutedEvent,
     MetricsCollectedEvent,
     SpeechCreatedEvent,
     UserInputTranscribedEvent,
@@ -63,6 +64,12 @@ def attach_handlers(
             return
         state.history.add_text(item.id, item.role, text, item.interrupted)
         state.record_message(item.role, text, item.id, item.interrupted)
+
+    def on_tools_executed(ev: FunctionToolsExecutedEvent) -> None:
+        for call, output in ev.zipped():
+            state.record_tool_call(
+                call.call_id, call.name, call.arguments, output.output, output.is_error
+            )
 
     def on_speech_created(ev: SpeechCreatedEvent) -> None:
         created = time.monotonic()
@@ -123,6 +130,7 @@ def attach_handlers(
 
     session.on("user_input_transcribed", on_transcribed)
     session.on("conversation_item_added", on_item_added)
+    session.on("function_tools_executed", on_tools_executed)
     session.on("speech_created", on_speech_created)
     session.on("error", on_error)
     session.on("metrics_collected", on_metrics)

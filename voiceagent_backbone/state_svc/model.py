@@ -16,6 +16,7 @@ class EventType(enum.StrEnum):
     USER_ACTION = "user_action"
     ERROR = "error"
     AGENT_HANDOFF = "agent_handoff"
+    TOOL_CALL = "tool_call"
 
 
 class Role(enum.StrEnum):
@@ -63,7 +64,8 @@ class NewEvent:
     payload: dict[str, Any]
     client_time: datetime | None
     participant_identity: str = ""
-    # The typed detail: kind is one of transcription, speech, error, handoff, user_action.
+    # The typed detail: kind is one of transcription, speech, error, handoff, user_action,
+    # tool_call.
     detail_kind: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 

@@ -43,6 +43,7 @@ DETAIL_FOR_TYPE = {
     EventType.ERROR: "error",
     EventType.AGENT_HANDOFF: "handoff",
     EventType.USER_ACTION: "user_action",
+    EventType.TOOL_CALL: "tool_call",
 }
 MAX_LIST = 32
 

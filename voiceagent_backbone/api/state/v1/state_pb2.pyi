@@ -28,6 +28,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_USER_ACTION: _ClassVar[EventType]
     EVENT_TYPE_ERROR: _ClassVar[EventType]
     EVENT_TYPE_AGENT_HANDOFF: _ClassVar[EventType]
+    EVENT_TYPE_TOOL_CALL: _ClassVar[EventType]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -52,6 +53,7 @@ EVENT_TYPE_TTS_SPEECH: EventType
 EVENT_TYPE_USER_ACTION: EventType
 EVENT_TYPE_ERROR: EventType
 EVENT_TYPE_AGENT_HANDOFF: EventType
+EVENT_TYPE_TOOL_CALL: EventType
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_AGENT: Role
@@ -136,6 +138,20 @@ class HandoffDetail(_message.Message):
     reason: str
     def __init__(self, from_agent: _Optional[str] = ..., to_agent: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class ToolCallDetail(_message.Message):
+    __slots__ = ("call_id", "name", "arguments", "output", "is_error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    name: str
+    arguments: str
+    output: str
+    is_error: bool
+    def __init__(self, call_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ..., output: _Optional[str] = ..., is_error: _Optional[bool] = ...) -> None: ...
+
 class UserActionDetail(_message.Message):
     __slots__ = ("action",)
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -143,7 +159,7 @@ class UserActionDetail(_message.Message):
     def __init__(self, action: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "conversation_id", "seq", "type", "role", "text", "payload", "client_time", "server_time", "participant_identity", "tenant_id", "user_ids", "transcription", "speech", "error", "handoff", "user_action")
+    __slots__ = ("event_id", "conversation_id", "seq", "type", "role", "text", "payload", "client_time", "server_time", "participant_identity", "tenant_id", "user_ids", "transcription", "speech", "error", "handoff", "user_action", "tool_call")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +177,7 @@ class Event(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
     USER_ACTION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     conversation_id: str
     seq: int
@@ -178,7 +195,8 @@ class Event(_message.Message):
     error: ErrorDetail
     handoff: HandoffDetail
     user_action: UserActionDetail
-    def __init__(self, event_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., role: _Optional[_Union[Role, str]] = ..., text: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., client_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., participant_identity: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., transcription: _Optional[_Union[TranscriptionDetail, _Mapping]] = ..., speech: _Optional[_Union[SpeechDetail, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., handoff: _Optional[_Union[HandoffDetail, _Mapping]] = ..., user_action: _Optional[_Union[UserActionDetail, _Mapping]] = ...) -> None: ...
+    tool_call: ToolCallDetail
+    def __init__(self, event_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., role: _Optional[_Union[Role, str]] = ..., text: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., client_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., participant_identity: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., transcription: _Optional[_Union[TranscriptionDetail, _Mapping]] = ..., speech: _Optional[_Union[SpeechDetail, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., handoff: _Optional[_Union[HandoffDetail, _Mapping]] = ..., user_action: _Optional[_Union[UserActionDetail, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDetail, _Mapping]] = ...) -> None: ...
 
 class ChatItem(_message.Message):
     __slots__ = ("item_id", "role", "text", "created_at", "interrupted")
