@@ -2,19 +2,25 @@
 
 1. state_svc (embedded SQLite) and context_svc run as processes; a user gets --history
    earlier turns over 10 conversations, indexed by context_svc from the change feed.
-2. turn hook, context_svc up: StatefulAgent.on_user_turn_completed (history, Enrich over
-   gRPC with the configured budget, injection) for --turns questions.
+2. turns through the real AgentSession (LiveKit's own turn handling, preemptive generation
+   on by default) with the loopback fake OpenAI LLM (fixed time to first token, --ttft-ms):
+   an STT reports each turn as a streaming server does (end of speech, then the final
+   transcript), the end of turn follows the endpointing delay (--endpointing-ms). Run with
+   enrichment on (the state layer's EnrichedLLM) and off (the bare LLM). Per turn: was the
+   reply the preemptive generation (LiveKit's own log line says so), and how long after the
+   end of turn did the LLM request go out (0 when it went out before).
 3. enqueue: the time a handler spends handing one message event to the BackendClient
    (building the event, the spool write, the queue): --events back to back (the summary's
    figure), then a fifth as many one per event-loop wake-up (see _enqueue_times), while
    the sender and state_svc store them. context_svc is paused (SIGSTOP) meanwhile: on this
    two-core machine its indexing of those messages would otherwise take the CPU from the
    measurement, which in a deployment runs in another pod.
-4. turn hook, context_svc hung: the same against a server that accepts connections and never
-   answers. The breaker is disabled for this phase so every call waits for the budget (the
-   worst case); a second line shows the default breaker, which answers at once once open.
+4. enrichment wait, context_svc hung: a request whose enrichment was not started earlier
+   (the worst case) against a server that accepts connections and never answers. The
+   breaker is disabled for this phase so every call waits for the budget; a second line
+   shows the default breaker, which answers at once once open.
 
-Prints JSON lines; the last one is the summary.
+Prints JSON lines; the last one is the summary, with each figure's limit and the verdict.
 """
 
 from __future__ import annotations
@@ -33,9 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from livekit.agents import Agent, llm
+from livekit.plugins import openai
 from pydantic import SecretStr
 
 from bench.servers import context_service, state_service
+from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
+from tests.support.turns import framework_log, spoken_session
+from voiceagent_backbone.agent_svc import FileRoomMetadata, StateLayer
 from voiceagent_backbone.agent_svc.backend import BackendClient
 from voiceagent_backbone.agent_svc.config import AgentSettings
 from voiceagent_backbone.agent_svc.conversation import ConversationState
@@ -184,7 +195,7 @@ async def _enqueue_times(state: ConversationState, events: int, paced: bool) -> 
     return times
 
 
-async def _hook_times(enricher: TurnEnricher, turns: int) -> list[float]:
+async def _enrich_wait_times(enricher: TurnEnricher, turns: int) -> list[float]:
     """The wait of a request whose enrichment was not started earlier (the worst case:
     normally it starts at the final transcript)."""
     times: list[float] = []
@@ -194,6 +205,108 @@ async def _hook_times(enricher: TurnEnricher, turns: int) -> list[float]:
         await enricher.context_for(question)
         times.append((time.perf_counter() - started) * 1000)
     return times
+
+
+class _TimedAgent(Agent):
+    """The benchmark's own agent: notes when LiveKit decided each turn had ended (the hook
+    runs at the end of turn; it leaves the chat context alone, as the state layer does)."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="You are the benchmark's agent. Answer briefly.")
+        self.ended_at: dict[str, float] = {}
+
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        self.ended_at[new_message.text_content or ""] = time.monotonic()
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+async def _session_turns(
+    settings: AgentSettings,
+    workdir: Path,
+    server: FakeOpenAI,
+    *,
+    enrich: bool,
+    turns: int,
+    endpointing_s: float,
+) -> list[dict[str, Any]]:
+    """Turns through a real AgentSession; per turn, whether the reply was the preemptive
+    generation and when its LLM request went out relative to the end of turn."""
+    conversation = await StateLayer(settings).open_room(
+        FileRoomMetadata(workdir / f"room-{uuid7()[-8:]}.json"),
+        room_name="bench",
+        profile=UserProfile(user_id=USER, display_name="Bench"),
+    )
+    model = openai.LLM(model="gpt-4.1-mini", base_url=server.base_url, api_key="bench-key")
+    session, spoken = spoken_session(
+        conversation.enriched(model) if enrich else model, endpointing_s
+    )
+    agent = _TimedAgent()
+    replies: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_item(ev: Any) -> None:
+        if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant":
+            replies.put_nowait(ev.item.text_content or "")
+
+    session.on("conversation_item_added", on_item)
+    results: list[dict[str, Any]] = []
+    with framework_log() as lines:
+        await conversation.start(session, agent)
+        try:
+            for i in range(turns):
+                text = f"{_QUESTIONS[i % len(_QUESTIONS)]} Turn {i}, {'on' if enrich else 'off'}."
+                mark = len(lines)
+                spoken.speak(text, final_after_s=0.02)
+                await asyncio.wait_for(replies.get(), 30)
+                requests = [
+                    r
+                    for r in server.requests_to("/chat/completions")
+                    if _last_user_text(r.json["messages"]) == text
+                ]
+                # The request that answered: the last one for this transcript (a superseded
+                # preemptive attempt, if any, came before it).
+                sent_at = requests[-1].received_at
+                ended_at = agent.ended_at[text]
+                results.append(
+                    {
+                        "preemptive": any(
+                            "using preemptive generation" in line for line in lines[mark:]
+                        ),
+                        "invalidated": any(
+                            "preemptive generation invalidated" in line for line in lines[mark:]
+                        ),
+                        "eot_to_request_ms": max(0.0, sent_at - ended_at) * 1000,
+                        "request_before_eot_ms": max(0.0, ended_at - sent_at) * 1000,
+                    }
+                )
+        finally:
+            await session.aclose()
+            await conversation.aclose(10)
+    return results
+
+
+def _turns_line(enrich: bool, results: list[dict[str, Any]]) -> dict[str, Any]:
+    waits = [r["eot_to_request_ms"] for r in results]
+    return {
+        "phase": "session_turns",
+        "enrichment": "on" if enrich else "off",
+        "turns": len(results),
+        "preemptive_used_ratio": round(sum(r["preemptive"] for r in results) / len(results), 3),
+        "invalidated": sum(r["invalidated"] for r in results),
+        "eot_to_llm_request_p50_ms": round(statistics.median(waits), 2),
+        "eot_to_llm_request_p95_ms": round(_pct(waits, 95), 2),
+        "eot_to_llm_request_max_ms": round(max(waits), 2),
+        "request_before_eot_p50_ms": round(
+            statistics.median(r["request_before_eot_ms"] for r in results), 1
+        ),
+    }
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -207,21 +320,30 @@ async def run(args: argparse.Namespace) -> None:
             await _seed(state_port, context_port, jwt_key, args.history)
             _emit({"phase": "seeded", "history_turns": args.history})
 
-            # 2. turn hook, context up (before the enqueue phase: context_svc would
-            # otherwise still be indexing its 10,000 messages while this runs)
+            # 2. turns through the real AgentSession, enrichment on, then off
             settings = _settings(workdir, jwt_key, state_port, context_port)
-            state, agent = await _conversation(settings)
-            await _hook_times(agent, 10)  # warm-up (channels, model caches)
-            up = await _hook_times(agent, args.turns)
-            _emit(
-                {
-                    "phase": "turn_hook_context_up",
-                    "turns": args.turns,
-                    "p50_ms": round(statistics.median(up), 2),
-                    "p95_ms": round(_pct(up, 95), 2),
-                    "p99_ms": round(_pct(up, 99), 2),
-                }
-            )
+            lines: dict[bool, dict[str, Any]] = {}
+            with fake_openai(first_token_delay_s=args.ttft_ms / 1000) as server:
+                for enrich in (True, False):
+                    await _session_turns(  # warm-up (channels, model caches, the fake)
+                        settings,
+                        workdir,
+                        server,
+                        enrich=enrich,
+                        turns=3,
+                        endpointing_s=args.endpointing_ms / 1000,
+                    )
+                    results = await _session_turns(
+                        settings,
+                        workdir,
+                        server,
+                        enrich=enrich,
+                        turns=args.turns,
+                        endpointing_s=args.endpointing_ms / 1000,
+                    )
+                    lines[enrich] = _turns_line(enrich, results)
+                    _emit(lines[enrich])
+            state, _ = await _conversation(settings)
             # 3. enqueue
             context_proc.send_signal(signal.SIGSTOP)
             try:
@@ -252,15 +374,15 @@ async def run(args: argparse.Namespace) -> None:
                 hung_port = hung.getsockname()[1]
                 worst = _settings(workdir, jwt_key, state_port, hung_port, breaker_failures=10**9)
                 hstate, hagent = await _conversation(worst)
-                hung_times = await _hook_times(hagent, args.hung_turns)
+                hung_times = await _enrich_wait_times(hagent, args.hung_turns)
                 await hstate.backend.aclose(10)
                 default = _settings(workdir, jwt_key, state_port, hung_port)
                 bstate, bagent = await _conversation(default)
-                breaker_times = await _hook_times(bagent, args.hung_turns)
+                breaker_times = await _enrich_wait_times(bagent, args.hung_turns)
                 await bstate.backend.aclose(10)
             _emit(
                 {
-                    "phase": "turn_hook_context_hung",
+                    "phase": "enrich_wait_context_hung",
                     "turns": args.hung_turns,
                     "breaker": "disabled",
                     "p50_ms": round(statistics.median(hung_times), 2),
@@ -270,30 +392,55 @@ async def run(args: argparse.Namespace) -> None:
             )
             _emit(
                 {
-                    "phase": "turn_hook_context_hung",
+                    "phase": "enrich_wait_context_hung",
                     "turns": args.hung_turns,
                     "breaker": "default",
                     "p50_ms": round(statistics.median(breaker_times), 2),
                     "p99_ms": round(_pct(breaker_times, 99), 2),
                 }
             )
-            _emit(
-                {
-                    "bench": "agent",
-                    "enqueue_p99_us": round(_pct(enqueue_us, 99), 1),
-                    "turn_hook_p50_ms": round(statistics.median(up), 2),
-                    "turn_hook_p95_ms": round(_pct(up, 95), 2),
-                    "turn_hook_p99_ms_context_hung": round(_pct(hung_times, 99), 2),
-                    "budget_ms": settings.enrich_budget_ms,
-                }
+            on, off = lines[True], lines[False]
+            budget = settings.enrich_budget_ms
+            summary: dict[str, Any] = {
+                "bench": "agent",
+                "turns": args.turns,
+                "ttft_ms": args.ttft_ms,
+                "endpointing_ms": args.endpointing_ms,
+                "preemptive_used_ratio": on["preemptive_used_ratio"],
+                "preemptive_used_ratio_off": off["preemptive_used_ratio"],
+                "preemptive_used_ratio_min": 0.95,
+                "eot_to_llm_request_p95_ms_on": on["eot_to_llm_request_p95_ms"],
+                "eot_to_llm_request_p95_ms_off": off["eot_to_llm_request_p95_ms"],
+                "eot_to_llm_request_p95_delta_ms": round(
+                    on["eot_to_llm_request_p95_ms"] - off["eot_to_llm_request_p95_ms"], 2
+                ),
+                "eot_to_llm_request_p95_delta_limit_ms": 5.0,
+                "enqueue_p99_us": round(_pct(enqueue_us, 99), 1),
+                "enqueue_p99_limit_us": 100.0,
+                "enrich_wait_p99_ms_context_hung": round(_pct(hung_times, 99), 2),
+                "enrich_wait_limit_ms_context_hung": budget + 10,
+                "budget_ms": budget,
+            }
+            summary["within_limits"] = (
+                summary["preemptive_used_ratio"] >= summary["preemptive_used_ratio_min"]
+                and summary["eot_to_llm_request_p95_delta_ms"]
+                <= summary["eot_to_llm_request_p95_delta_limit_ms"]
+                and summary["enqueue_p99_us"] <= summary["enqueue_p99_limit_us"]
+                and summary["enrich_wait_p99_ms_context_hung"]
+                <= summary["enrich_wait_limit_ms_context_hung"]
             )
+            _emit(summary)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--history", type=int, default=1000, help="earlier turns of the user")
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--turns", type=int, default=300)
+    parser.add_argument("--turns", type=int, default=100, help="session turns, each mode")
+    parser.add_argument("--ttft-ms", type=float, default=300.0, help="the fake LLM's TTFT")
+    parser.add_argument(
+        "--endpointing-ms", type=float, default=500.0, help="LiveKit's default min delay"
+    )
     parser.add_argument("--hung-turns", type=int, default=100)
     asyncio.run(run(parser.parse_args()))
 

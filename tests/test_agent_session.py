@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from tests.support.fake_openai import (
     message_text,
 )
 from tests.support.state import StateHandle, new_conversation, running_state, state_settings
-from tests.support.turns import spoken_session
+from tests.support.turns import framework_log, spoken_session
 from voiceagent_backbone.agent_svc import Conversation, FileRoomMetadata, StateLayer, UserProfile
 from voiceagent_backbone.agent_svc.agent import Assistant
 from voiceagent_backbone.agent_svc.config import AgentSettings
@@ -346,26 +345,6 @@ async def test_unrecoverable_llm_error_is_reported_with_stack_trace(
         )
     ).conversation
     assert conversation.status == pb.CONVERSATION_STATUS_ENDED
-
-
-@contextlib.contextmanager
-def framework_log() -> Iterator[list[str]]:
-    """LiveKit Agents' own log lines (its debug line says when a preemptive reply is used)."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("livekit.agents")
-    handler, level = Collect(logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 async def test_preemptive_reply_is_kept_and_carries_the_context_of_its_own_transcript(

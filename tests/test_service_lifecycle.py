@@ -37,9 +37,7 @@ def start_service(
         f"{prefix}_AUTH_JWT_KEY": jwt_key,
         f"{prefix}_GRACE_PERIOD_S": str(grace_s),
     }
-    proc = ChildProcess(
-        [sys.executable, "-m", f"voiceagent_backbone.{module}"], log_dir / f"{module}.log", env
-    )
+    proc = ChildProcess([sys.executable, "-m", module], log_dir / f"{module}.log", env)
     proc.wait_for_port(port, timeout_s=30, what=module)
     return proc, port
 
@@ -137,8 +135,8 @@ def grpcurl(*args: str) -> str:
 @pytest.mark.parametrize(
     ("module", "prefix", "service"),
     [
-        ("state_svc", "STATE", "voiceagent.state.v1.StateService"),
-        ("context_svc", "CONTEXT", "voiceagent.context.v1.ContextService"),
+        ("voiceagent_backbone.state_svc", "STATE", "voiceagent.state.v1.StateService"),
+        ("voiceagent_backbone.context_svc", "CONTEXT", "voiceagent.context.v1.ContextService"),
     ],
 )
 async def test_service_answers_grpcurl_and_shuts_down_gracefully(

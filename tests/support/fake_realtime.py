@@ -294,6 +294,8 @@ class FakeRealtime:
             return copy.deepcopy(self._connections[connection].items)
 
     def clear(self) -> None:
+        """Forget every event, connection and scripted failure (between sessions: a
+        websocket still open keeps its old connection index)."""
         with self._lock:
             self._events.clear()
             self._connections.clear()
@@ -444,7 +446,8 @@ class FakeRealtime:
             _SERVER_EVENT.validate_python(event)
         except ValidationError as exc:
             self.protocol_errors.append(f"{event.get('type')}: {exc}")
-        self._record(RecordedEvent(conn.index, "server", event))
+        # A copy: the fake goes on changing the session and items an event refers to.
+        self._record(RecordedEvent(conn.index, "server", copy.deepcopy(event)))
         await ws.send_str(json.dumps(event))
 
     async def _error(
@@ -516,7 +519,8 @@ class FakeRealtime:
     async def _add_item(
         self, conn: Connection, ws: web.WebSocketResponse, item: Item, position: int
     ) -> None:
-        conn.items.insert(position, item)
+        with self._lock:  # conversation() reads the items from the test's thread
+            conn.items.insert(position, item)
         previous = conn.items[position - 1]["id"] if position else None
         for type_ in ("conversation.item.added", "conversation.item.done"):
             await self._send(conn, ws, {"type": type_, "previous_item_id": previous, "item": item})
@@ -557,7 +561,9 @@ class FakeRealtime:
         )
 
     async def _item_delete(self, conn: Connection, ws: web.WebSocketResponse, ev: Item) -> None:
-        del conn.items[self._find(conn, ev["item_id"])]
+        index = self._find(conn, ev["item_id"])
+        with self._lock:
+            del conn.items[index]
         await self._send(conn, ws, {"type": "conversation.item.deleted", "item_id": ev["item_id"]})
 
     async def _item_truncate(self, conn: Connection, ws: web.WebSocketResponse, ev: Item) -> None:
@@ -658,7 +664,8 @@ class FakeRealtime:
             },
         )
         if in_conversation:
-            conn.items.append(item)
+            with self._lock:
+                conn.items.append(item)
             previous = conn.items[-2]["id"] if len(conn.items) > 1 else None
             await self._send(
                 conn,
@@ -701,7 +708,8 @@ class FakeRealtime:
         await self._send(
             conn, ws, {"type": "response.content_part.done", **part, "part": done_part}
         )
-        item.update(status="completed", content=[content])
+        with self._lock:
+            item.update(status="completed", content=[content])
         await self._send(
             conn,
             ws,

@@ -11,7 +11,10 @@ after it: the gap in which enrichment has to be ready for the preemptive reply t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +118,23 @@ def spoken_session(
         },
     )
     return session, spoken
+
+
+@contextlib.contextmanager
+def framework_log() -> Iterator[list[str]]:
+    """LiveKit Agents' own log lines (its debug line says when a preemptive reply is used)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("livekit.agents")
+    handler, level = Collect(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

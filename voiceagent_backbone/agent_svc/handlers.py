@@ -6,11 +6,12 @@ only reads the event and hands writes to the BackendClient's queue: microseconds
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-from livekit.agents import AgentSession, llm, stt, tts
+from livekit.agents import AgentSession, APIError, llm, stt, tts
 from livekit.agents.metrics import EOUMetrics, LLMMetrics, STTMetrics, TTSMetrics
 from livekit.agents.voice.events import (
     CloseEvent,
@@ -38,6 +39,20 @@ def _source_name(source: Any) -> str:
     if isinstance(source, tts.TTS):
         return "tts"
     return "other"
+
+
+def error_message(error: object) -> str:
+    """The error's text and, for a provider's API error, what the provider answered (the
+    exception's own text is often generic, like "OpenAI Realtime API returned an error")."""
+    text = str(error)
+    body = getattr(error, "body", None)
+    if isinstance(error, APIError) and body:
+        try:
+            detail = json.dumps(body, default=str)
+        except ValueError:
+            detail = repr(body)
+        text = f"{text}: {detail}"
+    return text
 
 
 def attach_handlers(
@@ -95,7 +110,10 @@ def attach_handlers(
             exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
         )
         if not recoverable:
-            state.record_error(str(exc or error), source, recoverable, exc)
+            state.record_error(error_message(exc or error), source, recoverable, exc)
+            # The session ends because of it; say so even if no close event follows (after a
+            # realtime model's fatal error, livekit-agents 1.8.9 emits none).
+            state.end_reason = state.end_reason or "error"
 
     def on_metrics(ev: MetricsCollectedEvent) -> None:
         m = ev.metrics

@@ -56,8 +56,11 @@ class Turn:
     def from_event(cls, event: state_pb2.Event) -> Turn:
         role = "user" if event.type == state_pb2.EVENT_TYPE_USER_MESSAGE else "assistant"
         created = event.client_time if event.HasField("client_time") else event.server_time
+        # The chat item's id (what a snapshot keys the same turn by), else the event's.
+        recorded = event.payload.fields.get("item_id")
+        item_id = recorded.string_value if recorded is not None else ""
         return cls(
-            item_id=event.event_id,
+            item_id=item_id or event.event_id,
             role=role,
             text=event.text,
             created_at=created.ToNanoseconds() / 1e9,

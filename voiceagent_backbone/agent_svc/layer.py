@@ -19,6 +19,7 @@ tools, hooks or greeting: those stay yours.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 
 ProfileListener = Callable[[UserProfile], Any]
 
+# The conversations of the jobs running in this process, by job id. Process-wide rather than
+# per StateLayer: LiveKit sends `on_session_end` to the job process pickled, and a bound
+# method pickles a copy of its StateLayer, not the module's instance the entrypoint uses.
+_OPEN: dict[str, Conversation] = {}
+
 
 class Conversation:
     """One session's durable state: what `StateLayer.open` returns.
@@ -58,6 +64,7 @@ class Conversation:
         self.enricher = TurnEnricher(backend, state)
         self._profile_listeners: list[ProfileListener] = []
         self._session: AgentSession[Any] | None = None
+        self._active = False
         self._closed = False
 
     # -- what the agent may read -----------------------------------------------------
@@ -132,8 +139,14 @@ class Conversation:
             raise RuntimeError("this conversation is already attached to another session")
         self._session = session
         attach_handlers(session, self.state, self.enricher)
+        self._active = True
         metrics.SESSIONS_ACTIVE.inc()
-        session.on("close", lambda _: metrics.SESSIONS_ACTIVE.dec())
+        session.on("close", lambda _: self._inactive())
+
+    def _inactive(self) -> None:
+        if self._active:
+            self._active = False
+            metrics.SESSIONS_ACTIVE.dec()
 
     async def restore(self, agent: Agent) -> int:
         """Put the last turns of this conversation (snapshot, then event log) into `agent`'s
@@ -159,7 +172,7 @@ class Conversation:
                 ctx.add_message(
                     role=turn.role,  # type: ignore[arg-type]
                     content=turn.text,
-                    id=f"restored-{turn.item_id}",
+                    id=restored_item_id(turn.item_id),
                     created_at=turn.created_at,
                 )
                 restored += 1
@@ -189,11 +202,15 @@ class Conversation:
         self.state.end(reason)
 
     async def aclose(self, timeout_s: float | None = None) -> bool:
-        """Flush every write (bounded) and stop the BackendClient; False when some writes
-        are left in the spool for the next process."""
+        """End the conversation if the session's close did not (it may never come: after a
+        realtime model's fatal error livekit-agents emits no close event), flush every
+        write (bounded) and stop the BackendClient; False when some writes are left in the
+        spool for the next process."""
         if self._closed:
             return True
         self._closed = True
+        self._inactive()
+        self.end(self.state.end_reason or "session_closed")
         return await self.backend.aclose(timeout_s)
 
 
@@ -202,7 +219,6 @@ class StateLayer:
 
     def __init__(self, settings: AgentSettings | None = None) -> None:
         self._settings = settings
-        self._by_job: dict[str, Conversation] = {}
 
     @property
     def settings(self) -> AgentSettings:
@@ -227,13 +243,13 @@ class StateLayer:
             profile=profile,
             participant_identity=participant.identity,
         )
-        self._by_job[ctx.job.id] = conversation
+        _OPEN[ctx.job.id] = conversation
         identity = participant.identity
 
         async def flush_on_shutdown(reason: str) -> None:
             # After the session closed and on_session_end ran: whatever is still queued is
             # sent, or left in the spool for the next process in this pod.
-            self._by_job.pop(ctx.job.id, None)
+            _OPEN.pop(ctx.job.id, None)
             await conversation.aclose(self.settings.flush_timeout_s)
 
         ctx.add_shutdown_callback(flush_on_shutdown)
@@ -277,19 +293,26 @@ class StateLayer:
 
     def conversation(self, ctx: JobContext) -> Conversation | None:
         """The conversation `open` returned for this job, while the job runs."""
-        return self._by_job.get(ctx.job.id)
+        return _OPEN.get(ctx.job.id)
 
     async def on_session_end(self, ctx: JobContext) -> None:
         """Pass as `rtc_session(on_session_end=...)`: LiveKit runs it after the session,
         even when the entrypoint crashed. The conversation is ended (if the session's close
         did not) and every write flushed before the job process goes away."""
-        conversation = self._by_job.get(ctx.job.id)
+        conversation = _OPEN.get(ctx.job.id)
         if conversation is None:
             return
         conversation.end(conversation.state.end_reason or "job_ended")
         flushed = await conversation.backend.flush(self.settings.flush_timeout_s)
         if not flushed:
             log.warning("session ended with writes still queued; they wait in the spool")
+
+
+def restored_item_id(item_id: str) -> str:
+    """The chat item id of a restored turn: stable, and short and plain enough for every
+    provider (OpenAI's Realtime API refuses ids over 32 characters or outside
+    [A-Za-z0-9_-], and then every item chained after it)."""
+    return "r_" + hashlib.blake2s(item_id.encode(), digest_size=12).hexdigest()
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
