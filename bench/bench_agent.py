@@ -45,7 +45,7 @@ from pydantic import SecretStr
 
 from bench.servers import context_service, state_service
 from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
-from tests.support.turns import framework_log, spoken_session
+from tests.support.turns import framework_log
 from voiceagent_backbone.agent_svc import FileRoomMetadata, StateLayer
 from voiceagent_backbone.agent_svc.backend import BackendClient
 from voiceagent_backbone.agent_svc.config import AgentSettings
@@ -53,6 +53,7 @@ from voiceagent_backbone.agent_svc.conversation import ConversationState
 from voiceagent_backbone.agent_svc.enrichment import TurnEnricher
 from voiceagent_backbone.agent_svc.history import HistoryWindow
 from voiceagent_backbone.agent_svc.metadata import UserProfile
+from voiceagent_backbone.agent_svc.terminal import typed_session
 from voiceagent_backbone.api.context.v1 import context_pb2, context_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2, state_pb2_grpc
 from voiceagent_backbone.servicekit.auth import mint_token
@@ -170,7 +171,7 @@ async def _conversation(settings: AgentSettings) -> tuple[ConversationState, Tur
         history=HistoryWindow(settings.history_window),
         profile=UserProfile(user_id=USER, display_name="Bench"),
     )
-    backend.create_conversation(
+    backend.writer.create_conversation(
         state_pb2.CreateConversationRequest(
             conversation_id=state.conversation_id, room_name="bench", user_ids=[USER]
         )
@@ -245,9 +246,7 @@ async def _session_turns(
         profile=UserProfile(user_id=USER, display_name="Bench"),
     )
     model = openai.LLM(model="gpt-4.1-mini", base_url=server.base_url, api_key="bench-key")
-    session, spoken = spoken_session(
-        conversation.enriched(model) if enrich else model, endpointing_s
-    )
+    session, typed = typed_session(conversation.enriched(model) if enrich else model, endpointing_s)
     agent = _TimedAgent()
     replies: asyncio.Queue[str] = asyncio.Queue()
 
@@ -263,7 +262,7 @@ async def _session_turns(
             for i in range(turns):
                 text = f"{_QUESTIONS[i % len(_QUESTIONS)]} Turn {i}, {'on' if enrich else 'off'}."
                 mark = len(lines)
-                spoken.speak(text, final_after_s=0.02)
+                typed.type_line(text, final_after_s=0.02)
                 await asyncio.wait_for(replies.get(), 30)
                 requests = [
                     r

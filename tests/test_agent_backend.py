@@ -51,11 +51,11 @@ async def test_state_down_mid_conversation_then_back(tmp_path: Path, jwt_key: st
     sent: list[str] = []
     try:
         async with running_state(settings, jwt_key) as state:
-            client.create_conversation(_create(conversation_id))
+            client.writer.create_conversation(_create(conversation_id))
             for i in range(40):
                 e = event(text=f"before {i}")
                 sent.append(e.event_id)
-                client.append_event(conversation_id, e)
+                client.writer.append_event(conversation_id, e)
             assert await client.flush(10), "writes were not acknowledged"
         # state_svc is down now.
         slowest = 0.0
@@ -63,15 +63,15 @@ async def test_state_down_mid_conversation_then_back(tmp_path: Path, jwt_key: st
             e = event(text=f"during {i}")
             sent.append(e.event_id)
             started = time.perf_counter()
-            client.append_event(conversation_id, e)
+            client.writer.append_event(conversation_id, e)
             slowest = max(slowest, time.perf_counter() - started)
             if i % 10 == 0:
                 await asyncio.sleep(0.05)  # the sender tries, fails and backs off meanwhile
         assert slowest < 0.05, f"enqueue waited {slowest * 1000:.1f} ms during the outage"
         assert not await client.flush(0.5)
-        assert client.pending == 60
+        assert client.writer.pending == 60
         async with running_state(settings, jwt_key) as state:
-            assert await client.flush(15), f"{client.pending} writes still pending"
+            assert await client.flush(15), f"{client.writer.pending} writes still pending"
             stored = await _stored(state.stub(), state.metadata(), conversation_id)
     finally:
         await client.aclose(1)
@@ -100,7 +100,7 @@ _CHILD = textwrap.dedent(
         i = 0
         while True:
             e = event(text=f"turn {i}")
-            client.append_event(conversation_id, e)
+            client.writer.append_event(conversation_id, e)
             # Printed only once append_event returned: the agent was told it is kept.
             print(e.event_id, flush=True)
             i += 1
@@ -158,7 +158,7 @@ async def test_killed_job_process_spool_replayed_by_next_process(
         client = BackendClient(agent_settings(tmp_path, jwt_key, port, spool_dir=spool_dir))
         await client.start()
         try:
-            assert await client.flush(20), f"{client.pending} writes not replayed"
+            assert await client.flush(20), f"{client.writer.pending} writes not replayed"
         finally:
             await client.aclose(1)
         stored = await _stored(state.stub(), state.metadata(), conversation_id)
@@ -183,9 +183,9 @@ async def test_rejected_write_is_set_aside_and_later_writes_go_on(
     async with running_state(settings, jwt_key) as state:
         await client.start()
         try:
-            client.create_conversation(_create(good))
-            client.append_event(uuid7(), event(text="to nowhere"))
-            client.append_event(good, event(text="kept"))
+            client.writer.create_conversation(_create(good))
+            client.writer.append_event(uuid7(), event(text="to nowhere"))
+            client.writer.append_event(good, event(text="kept"))
             assert await client.flush(10)
         finally:
             await client.aclose(1)
@@ -220,25 +220,27 @@ async def test_enrichment_with_context_svc_frozen_stays_within_budget(
     try:
         await asyncio.to_thread(context.wait_for_port, context_port, 120, "context_svc")
         await client.start()
-        answer = await client.enrich(uuid7(), "user-1", "warm up the model")
+        answer = await client.reader.enrich(uuid7(), "user-1", "warm up the model")
         assert answer is not None  # it answers while running
         timeouts_before = sample("agent_enrich_timeouts_total")
         context.signal(signal.SIGSTOP)
         durations = []
         for _ in range(3):
             started = time.perf_counter()
-            assert await client.enrich(uuid7(), "user-1", "where did I go on holiday?") is None
+            assert (
+                await client.reader.enrich(uuid7(), "user-1", "where did I go on holiday?") is None
+            )
             durations.append(time.perf_counter() - started)
         assert max(durations) < 0.2 + 0.1, durations
         assert sample("agent_enrich_timeouts_total") - timeouts_before == 3
         started = time.perf_counter()
-        assert await client.enrich(uuid7(), "user-1", "anything") is None
+        assert await client.reader.enrich(uuid7(), "user-1", "anything") is None
         assert time.perf_counter() - started < 0.01, "the open breaker should answer at once"
         context.signal(signal.SIGCONT)
         await asyncio.sleep(settings.breaker_open_s + 0.1)
         answer = None
         for _ in range(20):  # the probe after the pause closes the breaker again
-            answer = await client.enrich(uuid7(), "user-1", "back again")
+            answer = await client.reader.enrich(uuid7(), "user-1", "back again")
             if answer is not None:
                 break
             await asyncio.sleep(0.3)
@@ -270,9 +272,9 @@ async def test_unauthenticated_writes_are_kept_and_retried(tmp_path: Path, jwt_k
         client = BackendClient(agent_settings(tmp_path, "another-key-" + "x" * 40, port))
         await client.start()
         try:
-            client.create_conversation(_create(uuid7()))
+            client.writer.create_conversation(_create(uuid7()))
             assert not await client.flush(1.0)
-            assert client.pending == 1
+            assert client.writer.pending == 1
         finally:
             await client.aclose(0.1)
     leftover = list((tmp_path / "spool").glob("spool-*.log"))
@@ -291,18 +293,18 @@ async def test_writes_beyond_the_memory_queue_wait_in_the_spool_and_keep_their_o
     conversation_id = uuid7()
     sent: list[str] = []
     try:
-        client.create_conversation(_create(conversation_id))
+        client.writer.create_conversation(_create(conversation_id))
         for i in range(45):
             e = event(text=f"overflow {i}")
             sent.append(e.event_id)
-            client.append_event(conversation_id, e)
-        assert client.pending == 46
+            client.writer.append_event(conversation_id, e)
+        assert client.writer.pending == 46
         async with running_state(settings, jwt_key) as state:
             for i in range(5):  # more while the reloaded ones are being sent
                 e = event(text=f"late {i}")
                 sent.append(e.event_id)
-                client.append_event(conversation_id, e)
-            assert await client.flush(20), f"{client.pending} writes still pending"
+                client.writer.append_event(conversation_id, e)
+            assert await client.flush(20), f"{client.writer.pending} writes still pending"
             stored = await _stored(state.stub(), state.metadata(), conversation_id)
     finally:
         await client.aclose(1)

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from tests.support.fake_openai import (
     message_text,
 )
 from tests.support.state import StateHandle, new_conversation, running_state, state_settings
-from tests.support.turns import framework_log, spoken_session
+from tests.support.turns import framework_log
 from voiceagent_backbone.agent_svc import Conversation, FileRoomMetadata, StateLayer, UserProfile
 from voiceagent_backbone.agent_svc.agent import Assistant
 from voiceagent_backbone.agent_svc.config import AgentSettings
@@ -80,7 +80,7 @@ def llm_server() -> Iterator[FakeOpenAI]:
 @dataclass
 class RunningSession:
     session: AgentSession[Any]
-    agent: Assistant
+    agent: Agent
     conversation: Conversation
     state: ConversationState
     typed: TypedTurnSTT
@@ -89,15 +89,21 @@ class RunningSession:
     async def reply(self, timeout_s: float = 20) -> str:
         return await asyncio.wait_for(self.replies.get(), timeout_s)
 
-    async def turn(self, text: str) -> str:
-        self.typed.type_line(text)
+    async def turn(self, text: str, final_after_s: float = 0.0) -> str:
+        self.typed.type_line(text, final_after_s)
         return await self.reply()
 
 
 @contextlib.asynccontextmanager
 async def agent_session(
-    settings: AgentSettings, room_file: Path, profile: UserProfile, llm_base_url: str
+    settings: AgentSettings,
+    room_file: Path,
+    profile: UserProfile,
+    llm_base_url: str,
+    agent: Callable[[Conversation], Agent] | None = None,
+    endpointing_s: float = 0.0,
 ) -> AsyncIterator[RunningSession]:
+    """A typed-turn session on the state layer: the project's Assistant, or `agent(...)`."""
     conversation = await StateLayer(settings).open_room(
         FileRoomMetadata(room_file),
         room_name=room_file.stem,
@@ -107,7 +113,8 @@ async def agent_session(
     session, typed = typed_session(
         conversation.enriched(
             openai.LLM(model="gpt-4.1-mini", base_url=llm_base_url, api_key="test-key")
-        )
+        ),
+        endpointing_s,
     )
     replies: asyncio.Queue[str] = asyncio.Queue()
 
@@ -116,10 +123,10 @@ async def agent_session(
             replies.put_nowait(ev.item.text_content or "")
 
     session.on("conversation_item_added", on_item)
-    agent = Assistant(conversation, settings.default_language)
-    await conversation.start(session, agent)
+    started = agent(conversation) if agent else Assistant(conversation, settings.default_language)
+    await conversation.start(session, started)
     try:
-        yield RunningSession(session, agent, conversation, conversation.state, typed, replies)
+        yield RunningSession(session, started, conversation, conversation.state, typed, replies)
     finally:
         await session.aclose()
         assert await conversation.backend.flush(10), "writes not stored"
@@ -365,42 +372,24 @@ async def test_preemptive_reply_is_kept_and_carries_the_context_of_its_own_trans
     )
     await indexed(ctx, "tenant-a", before + 2)
     settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port, enrich_budget_ms=2000)
-    conversation = await StateLayer(settings).open_room(
-        FileRoomMetadata(tmp_path / "room-6.json"),
-        room_name="room-6",
-        profile=UserProfile(user_id=user),
-    )
-    session, spoken = spoken_session(
-        conversation.enriched(
-            openai.LLM(model="gpt-4.1-mini", base_url=llm_server.base_url, api_key="test-key")
-        ),
-        endpointing_s=0.6,
-    )
-    replies: asyncio.Queue[str] = asyncio.Queue()
-    session.on(
-        "conversation_item_added",
-        lambda ev: (
-            replies.put_nowait(ev.item.text_content or "")
-            if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant"
-            else None
-        ),
-    )
     llm_server.clear()
     with framework_log() as log_lines:
-        await conversation.start(session, Agent(instructions="You are the test's own agent."))
-        try:
-            spoken.speak("Where does my sister live?")
-            assert (
-                await asyncio.wait_for(replies.get(), 20) == "I heard: Where does my sister live?"
-            )
+        async with agent_session(
+            settings,
+            tmp_path / "room-6.json",
+            UserProfile(user_id=user),
+            llm_server.base_url,
+            agent=lambda _: Agent(instructions="You are the test's own agent."),
+            endpointing_s=0.6,
+        ) as run:
+            conversation = run.conversation
+            ask = "Where does my sister live?"
+            assert await run.turn(ask, final_after_s=0.05) == f"I heard: {ask}"
             # Two finals in one turn: the first one's preemptive reply is superseded.
-            spoken.speak("Where does my sister live?", final_after_s=0.05)
-            spoken.speak("And what does our dog fear?", final_after_s=0.05)
-            both = "Where does my sister live? And what does our dog fear?"
-            assert await asyncio.wait_for(replies.get(), 20) == f"I heard: {both}"
-        finally:
-            await session.aclose()
-            await conversation.aclose(10)
+            run.typed.type_line(ask, final_after_s=0.05)
+            run.typed.type_line("And what does our dog fear?", final_after_s=0.05)
+            both = f"{ask} And what does our dog fear?"
+            assert await run.reply() == f"I heard: {both}"
     assert sum("using preemptive generation" in line for line in log_lines) == 2, log_lines
     assert not [line for line in log_lines if "preemptive generation invalidated" in line]
     requests = _chat_requests(llm_server)
@@ -477,37 +466,24 @@ async def test_handoffs_and_agent_tasks_keep_one_conversation_and_follow_the_act
     await say(state, earlier.conversation_id, [("user", "Invoice 77 was charged twice.")])
     await indexed(ctx, "tenant-a", before + 1)
     settings = agent_settings(tmp_path, jwt_key, state.port, ctx.port, enrich_budget_ms=2000)
-    conversation = await StateLayer(settings).open_room(
-        FileRoomMetadata(tmp_path / "room-7.json"), room_name="room-7", profile=UserProfile(user)
-    )
-    session, spoken = spoken_session(
-        conversation.enriched(
-            openai.LLM(model="gpt-4.1-mini", base_url=llm_server.base_url, api_key="test-key")
-        ),
-        endpointing_s=0.2,
-    )
-    said: asyncio.Queue[str] = asyncio.Queue()
-    session.on(
-        "conversation_item_added",
-        lambda ev: (
-            said.put_nowait(ev.item.text_content or "")
-            if isinstance(ev.item, llm.ChatMessage) and ev.item.role == "assistant"
-            else None
-        ),
-    )
     llm_server.clear()
     llm_server.responder = handoff_responder
     try:
-        await conversation.start(session, Reception())
-        spoken.speak("Please put me through to billing.")
-        assert await asyncio.wait_for(said.get(), 20) == "What is your invoice number?"
-        spoken.speak("My invoice number is 77.")
-        assert await asyncio.wait_for(said.get(), 20) == "Invoice 77 noted."
-        assert conversation.state.current_agent == "billing"
+        async with agent_session(
+            settings,
+            tmp_path / "room-7.json",
+            UserProfile(user),
+            llm_server.base_url,
+            agent=lambda _: Reception(),
+            endpointing_s=0.2,
+        ) as run:
+            conversation = run.conversation
+            heard = await run.turn("Please put me through to billing.", final_after_s=0.05)
+            assert heard == "What is your invoice number?"
+            assert await run.turn("My invoice number is 77.", 0.05) == "Invoice 77 noted."
+            assert conversation.state.current_agent == "billing"
     finally:
         llm_server.responder = default_responder
-        await session.aclose()
-        await conversation.aclose(10)
 
     stub, md = state.stub(), state.metadata()
     cid = conversation.conversation_id

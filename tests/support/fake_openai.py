@@ -33,7 +33,6 @@ import io
 import json
 import math
 import re
-import socket
 import threading
 import time
 import uuid
@@ -46,6 +45,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from aiohttp import web
+
+from tests.support.loopback import LoopbackServer
 
 TTS_SAMPLE_RATE = 24000
 DEFAULT_TRANSCRIPT = "What is the weather like today?"
@@ -313,11 +314,9 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self.host = host
-        self.port = port
+        self._server = LoopbackServer(
+            "fake-openai", self._dispatch, host, port, MAX_UPLOAD_BYTES + 1024 * 1024
+        )
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -403,56 +402,19 @@ class FakeOpenAI:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
     def start(self, timeout_s: float = 10.0) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = int(sock.getsockname()[1])
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        async def serve() -> None:
-            app = web.Application(client_max_size=MAX_UPLOAD_BYTES + 1024 * 1024)
-            app.router.add_route("*", "/{tail:.*}", self._dispatch)
-            runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            self._runner = runner
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(serve())
-            except BaseException as exc:
-                failure.append(exc)
-                return
-            finally:
-                ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout_s):
-            raise TimeoutError("the fake OpenAI server did not start")
-        if failure:
-            raise RuntimeError("the fake OpenAI server failed to start") from failure[0]
+        self._server.start(timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        loop, thread, runner = self._loop, self._thread, self._runner
-        if loop is None or thread is None:
-            return
-        if runner is not None and loop.is_running():
-            cleanup = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
-            with contextlib.suppress(Exception):
-                cleanup.result(timeout_s)
-        if loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout_s)
-        if not thread.is_alive():
-            loop.close()
-        self._loop = self._thread = self._runner = None
+        self._server.stop(timeout_s)
 
     # -- HTTP --------------------------------------------------------------------------
 

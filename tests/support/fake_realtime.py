@@ -51,7 +51,6 @@ import itertools
 import json
 import re
 import secrets
-import socket
 import string
 import threading
 import time
@@ -65,6 +64,7 @@ from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter, ValidationError
 
 from tests.support.fake_openai import REDACTED, chirp_pcm
+from tests.support.loopback import LoopbackServer
 
 SAMPLE_RATE = 24000
 DEFAULT_API_KEY = "test-key"
@@ -214,17 +214,13 @@ class FakeRealtime:
         self.responder: Responder = responder or default_responder
         self.api_key = api_key  # None: any non-empty bearer key
         self.audio_ms_per_word = audio_ms_per_word
-        self.host = host
-        self.port = port
+        self._server = LoopbackServer("fake-realtime", self._dispatch, host, port, 1024**2)
         self.protocol_errors: list[str] = []  # server events the SDK types reject (fake bugs)
         self._lock = threading.Lock()
         self._events: list[RecordedEvent] = []
         self._connections: list[Connection] = []
         self._failures: deque[_Failure] = deque()
         self._sockets: set[web.WebSocketResponse] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
         self._handlers: dict[str, _Handler] = {
             "session.update": self._session_update,
             "conversation.item.create": self._item_create,
@@ -326,63 +322,24 @@ class FakeRealtime:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
     def start(self, timeout_s: float = 10.0) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = int(sock.getsockname()[1])
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        ready = threading.Event()
-        failure: list[BaseException] = []
+        self._server.start(timeout_s)
 
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._dispatch)
-            runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            self._runner = runner
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(serve())
-            except BaseException as exc:
-                failure.append(exc)
-                return
-            finally:
-                ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="fake-realtime", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout_s):
-            raise TimeoutError("the fake Realtime server did not start")
-        if failure:
-            raise RuntimeError("the fake Realtime server failed to start") from failure[0]
+    async def _close_sockets(self) -> None:
+        # Open websockets first: the runner would otherwise wait out its timeout.
+        for ws in list(self._sockets):
+            await ws.close()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        loop, thread, runner = self._loop, self._thread, self._runner
-        if loop is None or thread is None:
-            return
-        if loop.is_running():
-
-            async def shutdown() -> None:
-                # Open sockets first: the runner would otherwise wait out its timeout.
-                for ws in list(self._sockets):
-                    await ws.close()
-                if runner is not None:
-                    await runner.cleanup()
-
-            done = asyncio.run_coroutine_threadsafe(shutdown(), loop)
-            with contextlib.suppress(Exception):
-                done.result(timeout_s)
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout_s)
-        if not thread.is_alive():
-            loop.close()
-        self._loop = self._thread = self._runner = None
+        self._server.stop(timeout_s, before=self._close_sockets)
 
     # -- the websocket -----------------------------------------------------------------
 

@@ -1,79 +1,28 @@
 """BackendClient: the agent's single gateway to state_svc and context_svc.
 
-Writes (events, conversation lifecycle, snapshots, profiles) never block the voice: a
-handler calls `append_event` and friends, which spool the write and put it on an in-process
-queue in a few microseconds; one background sender sends them in order, batching events of
-the same conversation, retrying until state_svc acknowledges. Every write is idempotent
-(events by their UUIDv7 id, conversations by their id, snapshots and profiles by being
-whole-state puts), so a retry never duplicates anything.
+Two halves that behave differently and are used apart:
 
-Reads on the turn path (enrichment, history at resume) have deadlines and a circuit
-breaker and fail open: the caller gets None and the turn goes on.
+- `writer` (writer.py): the durable write path. Writes return in microseconds and are
+  never lost: spooled, sent in order by a background sender, retried until acknowledged,
+  replayed by the next process if this one dies.
+- `reader` (reader.py): the reads. Each has a deadline and a circuit breaker and fails
+  open: None, and the call goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import grpc
-from google.protobuf.message import Message
-
-from voiceagent_backbone.agent_svc import metrics
-from voiceagent_backbone.agent_svc.breaker import CircuitBreaker
 from voiceagent_backbone.agent_svc.config import AgentSettings
-from voiceagent_backbone.agent_svc.spool import (
-    EventSpool,
-    OrphanSpool,
-    SpoolRecord,
-    claim_orphans,
-    encode_record,
-)
-from voiceagent_backbone.api.context.v1 import context_pb2, context_pb2_grpc
-from voiceagent_backbone.api.state.v1 import state_pb2, state_pb2_grpc
+from voiceagent_backbone.agent_svc.reader import FailOpenReader
+from voiceagent_backbone.agent_svc.writer import DurableWriter
+from voiceagent_backbone.api.context.v1 import context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.servicekit.auth import RenewingToken
 from voiceagent_backbone.servicekit.client import create_channel
 
-log = logging.getLogger(__name__)
-
 STATE_SCOPES = ("state.read", "state.write")
 CONTEXT_SCOPES = ("context.read",)
-
-# Codes that mean "this write can never succeed": it goes to the rejected file instead of
-# blocking every later write. Everything else (UNAVAILABLE, DEADLINE_EXCEEDED, even
-# UNAUTHENTICATED from a misconfigured key) is retried: the data is kept until it lands.
-_PERMANENT = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.OUT_OF_RANGE,
-}
-
-# op name -> (request type, state_svc method name)
-_OPS: dict[str, type[Message]] = {
-    "event": state_pb2.Event,
-    "create_conversation": state_pb2.CreateConversationRequest,
-    "end_conversation": state_pb2.EndConversationRequest,
-    "save_snapshot": state_pb2.SaveSnapshotRequest,
-    "upsert_user": state_pb2.UpsertUserRequest,
-}
-
-
-@dataclass
-class _Write:
-    op: str
-    conversation_id: str
-    message: Message
-    spool: EventSpool | OrphanSpool
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 def _token(settings: AgentSettings, scopes: tuple[str, ...]) -> RenewingToken | None:
@@ -94,26 +43,7 @@ def _token(settings: AgentSettings, scopes: tuple[str, ...]) -> RenewingToken | 
 
 class BackendClient:
     def __init__(self, settings: AgentSettings, spool_dir: Path | None = None) -> None:
-        self._settings = settings
-        self._spool_dir = spool_dir or settings.spool_dir
-        self._queue: collections.deque[_Write] = collections.deque()
-        # Writes spooled while the memory queue was full: reloaded from the spool file.
-        self._overflow_from: int | None = None
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closing = False
-        self._enqueued = 0
-        self._counted = 0
-        self._sender: asyncio.Task[None] | None = None
-        self._spool: EventSpool | None = None
-        self._orphans: list[OrphanSpool] = []
-        self.state_breaker = CircuitBreaker(
-            "state", failures=settings.breaker_failures, open_s=settings.breaker_open_s
-        )
-        self.context_breaker = CircuitBreaker(
-            "context", failures=settings.breaker_failures, open_s=settings.breaker_open_s
-        )
+        self.settings = settings
         self._state_channel = create_channel(
             settings.state_target, token=_token(settings, STATE_SCOPES)
         )
@@ -123,357 +53,23 @@ class BackendClient:
             # The turn path has no time for retries: one attempt within the budget.
             retry=False,
         )
-        self.state = state_pb2_grpc.StateServiceStub(self._state_channel)  # type: ignore[no-untyped-call]
-        self.context = context_pb2_grpc.ContextServiceStub(self._context_channel)  # type: ignore[no-untyped-call]
-
-    @property
-    def settings(self) -> AgentSettings:
-        return self._settings
-
-    # -- lifecycle ----------------------------------------------------------------------
+        state = state_pb2_grpc.StateServiceStub(self._state_channel)  # type: ignore[no-untyped-call]
+        context = context_pb2_grpc.ContextServiceStub(self._context_channel)  # type: ignore[no-untyped-call]
+        self.writer = DurableWriter(settings, state, spool_dir or settings.spool_dir)
+        self.reader = FailOpenReader(settings, state, context)
 
     async def start(self) -> None:
         """Open this process's spool, claim spools of dead processes, start the sender."""
-        self._spool = EventSpool(self._spool_dir)
-        self._orphans = await asyncio.to_thread(claim_orphans, self._spool_dir)
-        for orphan in self._orphans:
-            for record in orphan.pending_records:
-                self._queue.append(self._from_record(record, orphan))
-            metrics.SPOOL_PENDING.inc(len(orphan.pending_records))
-        if self._queue:
-            self._idle.clear()
-            self._wakeup.set()
-        self._sender = asyncio.create_task(self._send_loop(), name="BackendClient.sender")
-
-    @property
-    def pending(self) -> int:
-        """Writes not yet acknowledged (queued in memory or only in the spool)."""
-        own = self._spool.pending if self._spool else 0
-        return own + sum(o.pending for o in self._orphans)
+        await self.writer.start()
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every write so far is acknowledged; False on timeout."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-            return True
-        except TimeoutError:
-            return False
+        return await self.writer.flush(timeout_s)
 
     async def aclose(self, timeout_s: float | None = None) -> bool:
         """Flush (bounded), stop the sender, close the channels. Unsent writes stay in the
         spool file for the next process."""
-        flushed = await self.flush(timeout_s or self._settings.flush_timeout_s)
-        self._closing = True
-        self._publish_counts()
-        self._wakeup.set()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-        if self._spool is not None:
-            self._spool.close(remove=self._spool.pending == 0)
-            metrics.SPOOL_PENDING.dec(self._spool.pending)
-        if not flushed:
-            log.warning(
-                "closing with writes not yet stored; they stay in the spool for the next process",
-                extra={"pending": self.pending},
-            )
+        flushed = await self.writer.aclose(timeout_s)
         await self._state_channel.close(None)
         await self._context_channel.close(None)
         return flushed
-
-    # -- writes: enqueue and return ---------------------------------------------------
-
-    def append_event(self, conversation_id: str, event: state_pb2.Event) -> None:
-        self._enqueue("event", conversation_id, event)
-
-    def create_conversation(self, request: state_pb2.CreateConversationRequest) -> None:
-        self._enqueue("create_conversation", request.conversation_id, request)
-
-    def end_conversation(self, conversation_id: str, reason: str) -> None:
-        request = state_pb2.EndConversationRequest(conversation_id=conversation_id, reason=reason)
-        self._enqueue("end_conversation", conversation_id, request)
-
-    def save_snapshot(self, conversation_id: str, snapshot: state_pb2.Snapshot) -> None:
-        request = state_pb2.SaveSnapshotRequest(conversation_id=conversation_id, snapshot=snapshot)
-        self._enqueue("save_snapshot", conversation_id, request)
-
-    def upsert_user(self, profile: state_pb2.UserProfile) -> None:
-        self._enqueue("upsert_user", "", state_pb2.UpsertUserRequest(user=profile))
-
-    def _enqueue(self, op: str, conversation_id: str, message: Message) -> None:
-        spool = self._spool
-        if spool is None or self._closing:
-            raise RuntimeError("BackendClient is not running")
-        spool.append(encode_record(op, conversation_id, message.SerializeToString()))
-        # Counted by the sender (_publish_counts): metric updates are file writes in
-        # multiprocess mode, too slow for a handler.
-        self._enqueued += 1
-        if self._overflow_from is None and len(self._queue) < self._settings.queue_max_events:
-            self._queue.append(_Write(op, conversation_id, message, spool))
-        elif self._overflow_from is None:
-            # Memory is bounded; the spool is not. The sender reloads these from the file.
-            self._overflow_from = spool.written - 1
-            log.warning("write queue full; further writes wait in the spool file only")
-        self._idle.clear()
-        self._wakeup.set()
-
-    @staticmethod
-    def _from_record(record: SpoolRecord, spool: EventSpool | OrphanSpool) -> _Write:
-        message = _OPS[record.op]()
-        message.ParseFromString(record.message)
-        return _Write(record.op, record.conversation_id, message, spool)
-
-    # -- the sender ---------------------------------------------------------------------
-
-    async def _refill_from_spool(self) -> None:
-        """Load writes that only went to the spool file (the memory queue was full)."""
-        own, start = self._spool, self._overflow_from
-        if start is None or own is None:
-            return
-        records = await asyncio.to_thread(own.read_from, start)
-        take = records[: self._settings.queue_max_events]
-        self._queue.extend(self._from_record(r, own) for r in take)
-        # Decided here on the loop, not in the reading thread: writes spooled while the
-        # file was being read are picked up by the next refill.
-        following = start + len(take)
-        self._overflow_from = None if following >= own.written else following
-
-    def _next_batch(self) -> list[_Write]:
-        first = self._queue[0]
-        batch = [first]
-        if first.op != "event":
-            return batch
-        for write in list(self._queue)[1 : self._settings.batch_max_events]:
-            if (
-                write.op != "event"
-                or write.conversation_id != first.conversation_id
-                or write.spool is not first.spool
-            ):
-                break
-            batch.append(write)
-        return batch
-
-    def _publish_counts(self) -> None:
-        new = self._enqueued - self._counted
-        if new:
-            self._counted = self._enqueued
-            metrics.EVENTS_QUEUED.inc(new)
-            metrics.EVENTS_SPOOLED.inc(new)
-            metrics.SPOOL_PENDING.inc(new)
-
-    async def _send_loop(self) -> None:
-        backoff = 0.05
-        while True:
-            self._publish_counts()
-            if not self._queue:
-                await self._refill_from_spool()
-            if not self._queue:
-                if self.pending == 0:
-                    self._idle.set()
-                    self._finish_orphans()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            first = self._queue[0]
-            linger = self._settings.batch_linger_ms / 1000
-            waited = time.monotonic() - first.queued_at
-            if (
-                first.op == "event"
-                and len(self._queue) < self._settings.batch_max_events
-                and waited < linger
-                and not self._closing
-            ):
-                await asyncio.sleep(linger - waited)
-            batch = self._next_batch()
-            try:
-                if self._settings.spool_fsync:
-                    await asyncio.to_thread(batch[0].spool.sync)
-                await self._send(batch)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() in _PERMANENT:
-                    await self._reject(batch, exc)
-                    continue
-                metrics.BACKEND_ERRORS.labels(_operation(batch[0].op)).inc()
-                log.warning(
-                    "state_svc write failed; retrying (writes wait in the spool)",
-                    extra={"code": exc.code().name, "pending": self.pending, "retry_s": backoff},
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._settings.send_retry_max_s)
-                continue
-            backoff = 0.05
-            self._acknowledge(batch)
-
-    def _acknowledge(self, batch: list[_Write]) -> None:
-        self._publish_counts()
-        for _ in batch:
-            self._queue.popleft()
-        spool = batch[0].spool
-        spool.ack(len(batch))
-        if isinstance(spool, OrphanSpool):
-            metrics.EVENTS_REPLAYED.inc(len(batch))
-        metrics.EVENTS_SENT.inc(len(batch))
-        metrics.SPOOL_PENDING.dec(len(batch))
-
-    async def _send(self, batch: list[_Write]) -> None:
-        timeout = self._settings.send_timeout_s
-        first = batch[0]
-        if first.op == "event":
-            request = state_pb2.AppendEventsRequest(
-                conversation_id=first.conversation_id,
-                events=[w.message for w in batch],  # type: ignore[misc]
-            )
-            await self.state.AppendEvents(request, timeout=timeout)
-        elif first.op == "create_conversation":
-            await self.state.CreateConversation(first.message, timeout=timeout)
-        elif first.op == "end_conversation":
-            await self.state.EndConversation(first.message, timeout=timeout)
-        elif first.op == "save_snapshot":
-            await self.state.SaveSnapshot(first.message, timeout=timeout)
-        elif first.op == "upsert_user":
-            await self.state.UpsertUser(first.message, timeout=timeout)
-        else:  # pragma: no cover - _OPS is closed
-            raise AssertionError(first.op)
-
-    async def _reject(self, batch: list[_Write], exc: grpc.aio.AioRpcError) -> None:
-        """A write state_svc can never accept. A batch is retried one by one so that only
-        the bad write is set aside; it is kept in `rejected.log` with the reason."""
-        if len(batch) > 1:
-            for write in batch:
-                try:
-                    await self._send([write])
-                except grpc.aio.AioRpcError as single_exc:
-                    if single_exc.code() not in _PERMANENT:
-                        return  # transient: the main loop retries from this write on
-                    await self._reject([write], single_exc)
-                    continue
-                self._acknowledge([write])
-            return
-        write = batch[0]
-        line = encode_record(write.op, write.conversation_id, write.message.SerializeToString())
-        rejected = self._spool_dir / "rejected.log"
-        reason = f"# {exc.code().name}: {exc.details()}\n".encode()
-        await asyncio.to_thread(_append_file, rejected, reason + line)
-        metrics.EVENTS_REJECTED.inc()
-        metrics.BACKEND_ERRORS.labels(_operation(write.op)).inc()
-        log.error(
-            "state_svc rejected a write; kept in the spool folder's rejected.log",
-            extra={"op": write.op, "code": exc.code().name, "details": exc.details()},
-        )
-        self._queue.popleft()
-        write.spool.ack(1)
-        metrics.SPOOL_PENDING.dec()
-
-    def _finish_orphans(self) -> None:
-        for orphan in self._orphans:
-            log.info(
-                "replayed a spool left by an earlier process", extra={"file": orphan.path.name}
-            )
-            orphan.close(remove=True)
-        self._orphans = []
-
-    # -- reads: deadline, breaker, fail open -----------------------------------------
-
-    async def _state_read(
-        self, operation: str, call: Callable[[float], Awaitable[Any]]
-    ) -> Any | None:
-        """A read at session start: the response, `_NOT_FOUND`, or None when state_svc did
-        not answer in time or the breaker is open (the session goes on without it)."""
-        if not self.state_breaker.allow():
-            return None
-        timeout_s = self._settings.read_timeout_s
-        try:
-            response = await asyncio.wait_for(call(timeout_s), timeout_s + 0.05)
-        except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
-            if code == grpc.StatusCode.NOT_FOUND:
-                self.state_breaker.record_success()
-                return _NOT_FOUND
-            self.state_breaker.record_failure()
-            metrics.BACKEND_ERRORS.labels(operation).inc()
-            log.warning(
-                "backend read failed; going on without it",
-                extra={"operation": operation, "code": code.name if code else "TIMEOUT"},
-            )
-            return None
-        self.state_breaker.record_success()
-        return response
-
-    async def enrich(
-        self, conversation_id: str, user_id: str, text: str
-    ) -> context_pb2.EnrichResponse | None:
-        """Context for this turn within the budget, or None (timeout and errors counted)."""
-        if not user_id:
-            metrics.ENRICH_FAILURES.labels("no_user").inc()
-            return None
-        budget = self._settings.enrich_budget_ms / 1000
-        request = context_pb2.EnrichRequest(
-            conversation_id=conversation_id,
-            user_id=user_id,
-            text=text[:4000],
-            max_items=self._settings.enrich_max_items,
-            token_budget=self._settings.enrich_token_budget,
-        )
-        started = time.perf_counter()
-        if not self.context_breaker.allow():
-            metrics.ENRICH_FAILURES.labels("circuit_open").inc()
-            return None
-        try:
-            response: context_pb2.EnrichResponse = await asyncio.wait_for(
-                self.context.Enrich(request, timeout=budget), budget
-            )
-        except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            self.context_breaker.record_failure()
-            code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
-            if code in (None, grpc.StatusCode.DEADLINE_EXCEEDED):
-                metrics.ENRICH_TIMEOUTS.inc()
-            else:
-                metrics.ENRICH_FAILURES.labels("error").inc()
-                metrics.BACKEND_ERRORS.labels("enrich").inc()
-            log.info(
-                "enrichment skipped for this turn",
-                extra={"code": code.name if code else "TIMEOUT", "budget_ms": budget * 1000},
-            )
-            return None
-        finally:
-            metrics.ENRICH_SECONDS.observe(time.perf_counter() - started)
-        self.context_breaker.record_success()
-        return response
-
-    async def history(self, conversation_id: str, last_n: int) -> list[state_pb2.Event] | None:
-        """The last messages of a conversation; [] for an unknown one, None on failure."""
-        request = state_pb2.GetHistoryRequest(
-            conversation_id=conversation_id,
-            types=[state_pb2.EVENT_TYPE_USER_MESSAGE, state_pb2.EVENT_TYPE_AGENT_MESSAGE],
-            last_n=last_n,
-        )
-        response = await self._state_read(
-            "get_history", lambda t: self.state.GetHistory(request, timeout=t)
-        )
-        if response is None:
-            return None
-        return [] if response is _NOT_FOUND else list(response.events)
-
-    async def latest_snapshot(self, conversation_id: str) -> state_pb2.Snapshot | None:
-        request = state_pb2.GetLatestSnapshotRequest(conversation_id=conversation_id)
-        response = await self._state_read(
-            "get_snapshot", lambda t: self.state.GetLatestSnapshot(request, timeout=t)
-        )
-        if response is None or response is _NOT_FOUND or not response.HasField("snapshot"):
-            return None
-        snapshot: state_pb2.Snapshot = response.snapshot
-        return snapshot
-
-
-_NOT_FOUND = object()
-
-
-def _operation(op: str) -> str:
-    """The state_svc method a spooled write goes out as (the metrics' operation label)."""
-    return "append_events" if op == "event" else op
-
-
-def _append_file(path: Path, data: bytes) -> None:
-    with path.open("ab") as f:
-        f.write(data)

@@ -88,7 +88,7 @@ class ConversationState:
                 final=True, language=language, speaker_id=speaker_id or ""
             )
         )
-        self.backend.append_event(self.conversation_id, event)
+        self.backend.writer.append_event(self.conversation_id, event)
 
     def record_message(self, role: str, text: str, item_id: str, interrupted: bool) -> None:
         """A user or agent message committed to the chat context."""
@@ -103,7 +103,7 @@ class ConversationState:
             text,
             {"item_id": item_id, "interrupted": interrupted},
         )
-        self.backend.append_event(self.conversation_id, event)
+        self.backend.writer.append_event(self.conversation_id, event)
 
     def record_speech(
         self,
@@ -125,7 +125,7 @@ class ConversationState:
                 interrupted=interrupted,
             )
         )
-        self.backend.append_event(self.conversation_id, event)
+        self.backend.writer.append_event(self.conversation_id, event)
 
     def record_error(
         self, message: str, source: str, recoverable: bool, exc: BaseException | None
@@ -142,14 +142,14 @@ class ConversationState:
                 recoverable=recoverable,
             )
         )
-        self.backend.append_event(self.conversation_id, event)
+        self.backend.writer.append_event(self.conversation_id, event)
 
     def record_handoff(self, from_agent: str, to_agent: str) -> None:
         """The active agent changed (the first agent's start counts: from "")."""
         self.current_agent = to_agent
         event = self._event(state_pb2.EVENT_TYPE_AGENT_HANDOFF, state_pb2.ROLE_SYSTEM)
         event.handoff.CopyFrom(state_pb2.HandoffDetail(from_agent=from_agent, to_agent=to_agent))
-        self.backend.append_event(self.conversation_id, event)
+        self.backend.writer.append_event(self.conversation_id, event)
 
     def record_tool_call(
         self, call_id: str, name: str, arguments: str, output: str, is_error: bool
@@ -165,14 +165,14 @@ class ConversationState:
                 is_error=is_error,
             )
         )
-        self.backend.append_event(self.conversation_id, event)
+        self.backend.writer.append_event(self.conversation_id, event)
 
     def save_profile(self) -> None:
         if not self.profile.user_id:
             return
         prefs = Struct()
         prefs.update(self.profile.preferences)
-        self.backend.upsert_user(
+        self.backend.writer.upsert_user(
             state_pb2.UserProfile(
                 user_id=self.profile.user_id,
                 display_name=self.profile.display_name,
@@ -192,14 +192,14 @@ class ConversationState:
         snapshot = state_pb2.Snapshot(
             current_agent=current_agent, history=self.history.to_proto(), userdata=userdata
         )
-        self.backend.save_snapshot(self.conversation_id, snapshot)
+        self.backend.writer.save_snapshot(self.conversation_id, snapshot)
 
     def end(self, reason: str) -> None:
         if self.ended:
             return
         self.ended = True
         self.end_reason = reason
-        self.backend.end_conversation(self.conversation_id, reason)
+        self.backend.writer.end_conversation(self.conversation_id, reason)
 
     def load_history(self, events: list[state_pb2.Event]) -> None:
         self.history.extend(Turn.from_event(e) for e in events if e.text)

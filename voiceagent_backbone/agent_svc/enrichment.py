@@ -80,7 +80,9 @@ class TurnEnricher:
 
     async def _fetch(self, text: str) -> str | None:
         state = self._state
-        response = await self._backend.enrich(state.conversation_id, state.profile.user_id, text)
+        response = await self._backend.reader.enrich(
+            state.conversation_id, state.profile.user_id, text
+        )
         if response is None or not response.context_block:
             return None
         return response.context_block

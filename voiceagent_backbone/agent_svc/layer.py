@@ -155,8 +155,8 @@ class Conversation:
         state = self.state
         settings = self.backend.settings
         snapshot, events = await asyncio.gather(
-            self.backend.latest_snapshot(state.conversation_id),
-            self.backend.history(state.conversation_id, settings.resume_turns),
+            self.backend.reader.latest_snapshot(state.conversation_id),
+            self.backend.reader.history(state.conversation_id, settings.resume_turns),
         )
         if snapshot is not None:
             state.snapshot = snapshot

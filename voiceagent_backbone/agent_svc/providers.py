@@ -1,10 +1,11 @@
 """Speech and language providers: OpenAI (or any server speaking its API) and Silero VAD,
 plus the two text-mode providers of the terminal chat.
 
-- `TypedTurnSTT` turns typed lines into the STT events a spoken turn produces
-  (START_OF_SPEECH, FINAL_TRANSCRIPT, END_OF_SPEECH), so typed turns take the same path as
-  spoken ones, `on_user_turn_completed` and enrichment included (text sent with
-  `session.generate_reply` would skip that hook).
+- `TypedTurnSTT` turns typed lines into the STT events a spoken turn produces, in the
+  order a streaming speech server sends them (START_OF_SPEECH, END_OF_SPEECH, then the
+  FINAL_TRANSCRIPT), so typed turns take the same path as spoken ones: preemptive
+  generation, enrichment, end of turn, `on_user_turn_completed` (text sent with
+  `session.generate_reply` would skip all of it).
 - `OfflineResponder` is the LLM used when no OpenAI key is set: it says plainly that it is
   offline, and answers from what the chat context holds (the user's words and the context
   enrichment injected for this turn), so memory can be seen working without any API.
@@ -61,7 +62,7 @@ class TypedTurnSTT(stt.STT[Any]):
 
     def __init__(self) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False))
-        self._lines: asyncio.Queue[str] = asyncio.Queue()
+        self._lines: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
 
     @property
     def model(self) -> str:
@@ -71,8 +72,10 @@ class TypedTurnSTT(stt.STT[Any]):
     def provider(self) -> str:
         return "keyboard"
 
-    def type_line(self, text: str) -> None:
-        self._lines.put_nowait(text)
+    def type_line(self, text: str, final_after_s: float = 0.0) -> None:
+        """One user turn; its final transcript comes `final_after_s` after the end of
+        speech, as a speech server's does."""
+        self._lines.put_nowait((text, final_after_s))
 
     async def _recognize_impl(
         self,
@@ -94,28 +97,34 @@ class TypedTurnSTT(stt.STT[Any]):
 
 class _TypedTurnStream(stt.RecognizeStream):
     def __init__(
-        self, *, stt: TypedTurnSTT, conn_options: APIConnectOptions, lines: asyncio.Queue[str]
+        self,
+        *,
+        stt: TypedTurnSTT,
+        conn_options: APIConnectOptions,
+        lines: asyncio.Queue[tuple[str, float]],
     ) -> None:
         super().__init__(stt=stt, conn_options=conn_options)
         self._lines = lines
 
     async def _run(self) -> None:
         while True:
-            text = await self._lines.get()
+            text, final_after_s = await self._lines.get()
             request_id = shortuuid("typed_")
             data = stt.SpeechData(language="en", text=text, confidence=1.0)  # type: ignore[arg-type]
             self._event_ch.send_nowait(
                 stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH, request_id=request_id)
             )
             self._event_ch.send_nowait(
+                stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, request_id=request_id)
+            )
+            if final_after_s > 0:
+                await asyncio.sleep(final_after_s)
+            self._event_ch.send_nowait(
                 stt.SpeechEvent(
                     type=stt.SpeechEventType.FINAL_TRANSCRIPT,
                     request_id=request_id,
                     alternatives=[data],
                 )
-            )
-            self._event_ch.send_nowait(
-                stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, request_id=request_id)
             )
 
 

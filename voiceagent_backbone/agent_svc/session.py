@@ -102,7 +102,7 @@ async def open_conversation(
         conversation_id = uuid7()
         metadata = Struct()
         metadata.update({"source": "agent_svc"})
-        backend.create_conversation(
+        backend.writer.create_conversation(
             state_pb2.CreateConversationRequest(
                 conversation_id=conversation_id,
                 room_name=room_name,

@@ -50,9 +50,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def typed_session(model: llm.LLM[Any]) -> tuple[AgentSession[Any], TypedTurnSTT]:
-    """A session without audio whose user turns are typed lines (`TypedTurnSTT.type_line`):
-    the STT end-of-turn path, so on_user_turn_completed runs for each."""
+def typed_session(
+    model: llm.LLM[Any], endpointing_s: float = 0.0
+) -> tuple[AgentSession[Any], TypedTurnSTT]:
+    """A session without audio whose user turns are typed lines (`TypedTurnSTT.type_line`)
+    on LiveKit's own turn handling: preemptive generation (on by default) from the final
+    transcript, the end of turn `endpointing_s` after it, then on_user_turn_completed."""
     typed = TypedTurnSTT()
     session: AgentSession[Any] = AgentSession(
         stt=typed,
@@ -60,7 +63,7 @@ def typed_session(model: llm.LLM[Any]) -> tuple[AgentSession[Any], TypedTurnSTT]
         vad=None,
         turn_handling={
             "turn_detection": "stt",
-            "endpointing": {"min_delay": 0.0, "max_delay": 0.5},
+            "endpointing": {"min_delay": endpointing_s, "max_delay": endpointing_s + 0.5},
             "interruption": {"enabled": False},
         },
     )
