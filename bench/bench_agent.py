@@ -6,9 +6,10 @@
    on by default) with the loopback fake OpenAI LLM (fixed time to first token, --ttft-ms):
    an STT reports each turn as a streaming server does (end of speech, then the final
    transcript), the end of turn follows the endpointing delay (--endpointing-ms). Run with
-   enrichment on (the state layer's EnrichedLLM) and off (the bare LLM). Per turn: was the
-   reply the preemptive generation (LiveKit's own log line says so), and how long after the
-   end of turn did the LLM request go out (0 when it went out before).
+   enrichment on (the state layer's EnrichedLLM), off (the bare LLM), and, for comparison,
+   the way the seed did it (Enrich in on_user_turn_completed, added to the chat context).
+   Per turn: was the reply the preemptive generation (LiveKit's own log line says so), and
+   how long after the end of turn did the LLM request go out (0 when it went out before).
 3. enqueue: the time a handler spends handing one message event to the BackendClient
    (building the event, the spool write, the queue): --events back to back (the summary's
    figure), then a fifth as many one per event-loop wake-up (see _enqueue_times), while
@@ -46,7 +47,7 @@ from pydantic import SecretStr
 from bench.servers import context_service, state_service
 from tests.support.fake_openai import FakeOpenAI, fake_openai, message_text
 from tests.support.turns import framework_log
-from voiceagent_backbone.agent_svc import FileRoomMetadata, StateLayer
+from voiceagent_backbone.agent_svc import Conversation, FileRoomMetadata, StateLayer
 from voiceagent_backbone.agent_svc.backend import BackendClient
 from voiceagent_backbone.agent_svc.config import AgentSettings
 from voiceagent_backbone.agent_svc.conversation import ConversationState
@@ -222,6 +223,29 @@ class _TimedAgent(Agent):
         self.ended_at[new_message.text_content or ""] = time.monotonic()
 
 
+class _HookEnrichingAgent(_TimedAgent):
+    """The way the seed enriched (the baseline): Enrich in on_user_turn_completed, the block
+    added to the turn's chat context. LiveKit then discards every preemptive reply."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        super().__init__()
+        self._conversation = conversation
+
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        await super().on_user_turn_completed(turn_ctx, new_message)
+        state = self._conversation.state
+        response = await self._conversation.backend.reader.enrich(
+            state.conversation_id, state.profile.user_id, new_message.text_content or ""
+        )
+        if response is not None and response.context_block:
+            turn_ctx.add_message(role="system", content=response.context_block)
+
+
+MODES = ("on", "off", "in_hook")
+
+
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -234,20 +258,24 @@ async def _session_turns(
     workdir: Path,
     server: FakeOpenAI,
     *,
-    enrich: bool,
+    mode: str,
     turns: int,
     endpointing_s: float,
 ) -> list[dict[str, Any]]:
     """Turns through a real AgentSession; per turn, whether the reply was the preemptive
-    generation and when its LLM request went out relative to the end of turn."""
+    generation and when its LLM request went out relative to the end of turn. Modes:
+    enrichment "on" (the state layer's EnrichedLLM), "off" (the bare LLM), "in_hook" (the
+    seed's way, for comparison)."""
     conversation = await StateLayer(settings).open_room(
         FileRoomMetadata(workdir / f"room-{uuid7()[-8:]}.json"),
         room_name="bench",
         profile=UserProfile(user_id=USER, display_name="Bench"),
     )
     model = openai.LLM(model="gpt-4.1-mini", base_url=server.base_url, api_key="bench-key")
-    session, typed = typed_session(conversation.enriched(model) if enrich else model, endpointing_s)
-    agent = _TimedAgent()
+    session, typed = typed_session(
+        conversation.enriched(model) if mode == "on" else model, endpointing_s
+    )
+    agent = _HookEnrichingAgent(conversation) if mode == "in_hook" else _TimedAgent()
     replies: asyncio.Queue[str] = asyncio.Queue()
 
     def on_item(ev: Any) -> None:
@@ -260,7 +288,7 @@ async def _session_turns(
         await conversation.start(session, agent)
         try:
             for i in range(turns):
-                text = f"{_QUESTIONS[i % len(_QUESTIONS)]} Turn {i}, {'on' if enrich else 'off'}."
+                text = f"{_QUESTIONS[i % len(_QUESTIONS)]} Turn {i}, {mode}."
                 mark = len(lines)
                 typed.type_line(text, final_after_s=0.02)
                 await asyncio.wait_for(replies.get(), 30)
@@ -291,11 +319,11 @@ async def _session_turns(
     return results
 
 
-def _turns_line(enrich: bool, results: list[dict[str, Any]]) -> dict[str, Any]:
+def _turns_line(mode: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     waits = [r["eot_to_request_ms"] for r in results]
     return {
         "phase": "session_turns",
-        "enrichment": "on" if enrich else "off",
+        "enrichment": mode,
         "turns": len(results),
         "preemptive_used_ratio": round(sum(r["preemptive"] for r in results) / len(results), 3),
         "invalidated": sum(r["invalidated"] for r in results),
@@ -319,16 +347,16 @@ async def run(args: argparse.Namespace) -> None:
             await _seed(state_port, context_port, jwt_key, args.history)
             _emit({"phase": "seeded", "history_turns": args.history})
 
-            # 2. turns through the real AgentSession, enrichment on, then off
+            # 2. turns through the real AgentSession: enrichment on, off, in the hook
             settings = _settings(workdir, jwt_key, state_port, context_port)
-            lines: dict[bool, dict[str, Any]] = {}
+            lines: dict[str, dict[str, Any]] = {}
             with fake_openai(first_token_delay_s=args.ttft_ms / 1000) as server:
-                for enrich in (True, False):
+                for mode in MODES:
                     await _session_turns(  # warm-up (channels, model caches, the fake)
                         settings,
                         workdir,
                         server,
-                        enrich=enrich,
+                        mode=mode,
                         turns=3,
                         endpointing_s=args.endpointing_ms / 1000,
                     )
@@ -336,12 +364,12 @@ async def run(args: argparse.Namespace) -> None:
                         settings,
                         workdir,
                         server,
-                        enrich=enrich,
+                        mode=mode,
                         turns=args.turns,
                         endpointing_s=args.endpointing_ms / 1000,
                     )
-                    lines[enrich] = _turns_line(enrich, results)
-                    _emit(lines[enrich])
+                    lines[mode] = _turns_line(mode, results)
+                    _emit(lines[mode])
             state, _ = await _conversation(settings)
             # 3. enqueue
             context_proc.send_signal(signal.SIGSTOP)
@@ -398,7 +426,7 @@ async def run(args: argparse.Namespace) -> None:
                     "p99_ms": round(_pct(breaker_times, 99), 2),
                 }
             )
-            on, off = lines[True], lines[False]
+            on, off, in_hook = lines["on"], lines["off"], lines["in_hook"]
             budget = settings.enrich_budget_ms
             summary: dict[str, Any] = {
                 "bench": "agent",
@@ -407,9 +435,12 @@ async def run(args: argparse.Namespace) -> None:
                 "endpointing_ms": args.endpointing_ms,
                 "preemptive_used_ratio": on["preemptive_used_ratio"],
                 "preemptive_used_ratio_off": off["preemptive_used_ratio"],
+                # The seed's way (enrichment in on_user_turn_completed), for comparison.
+                "preemptive_used_ratio_in_hook": in_hook["preemptive_used_ratio"],
                 "preemptive_used_ratio_min": 0.95,
                 "eot_to_llm_request_p95_ms_on": on["eot_to_llm_request_p95_ms"],
                 "eot_to_llm_request_p95_ms_off": off["eot_to_llm_request_p95_ms"],
+                "eot_to_llm_request_p95_ms_in_hook": in_hook["eot_to_llm_request_p95_ms"],
                 "eot_to_llm_request_p95_delta_ms": round(
                     on["eot_to_llm_request_p95_ms"] - off["eot_to_llm_request_p95_ms"], 2
                 ),
