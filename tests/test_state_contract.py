@@ -456,15 +456,18 @@ async def test_watch_is_tenant_scoped_unless_feed_scope(state: StateHandle) -> N
     assert [c.event.text for c in only_b] == ["from b"]
     everything, _ = await _drain(state, tenant="ops", all_tenants=True)
     assert [c.event.text for c in everything] == ["from a", "from b"]
-    denied = await rpc_error(
-        _drain_list(
-            stub.Watch(
-                pb.WatchRequest(all_tenants=True, stop_at_end=True),
-                metadata=state.metadata("tenant-a", "state.read"),
+    # Neither a reader nor a tenant's own admin reads other tenants: only state.feed does.
+    for scopes in ("state.read", "state.admin", "state.read state.write state.admin"):
+        denied = await rpc_error(
+            _drain_list(
+                stub.Watch(
+                    pb.WatchRequest(all_tenants=True, stop_at_end=True),
+                    metadata=state.metadata("tenant-a", scopes),
+                )
             )
         )
-    )
-    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED, scopes
+        assert "state.feed" in (denied.details() or "")
     bad = await rpc_error(
         _drain_list(stub.Watch(pb.WatchRequest(cursor="not-a-cursor"), metadata=state.metadata()))
     )

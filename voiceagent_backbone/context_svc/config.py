@@ -59,6 +59,16 @@ class ContextSettings(ServiceSettings):
             raise ValueError("embedding_backend=openai needs CONTEXT_OPENAI_API_KEY")
         return self
 
+    @model_validator(mode="after")
+    def _facts_fit_in_a_reply(self) -> ContextSettings:
+        # ListFacts answers every fact of a user in one message.
+        if self.max_facts_per_user * (self.max_fact_bytes + 64) > self.max_message_bytes // 2:
+            raise ValueError(
+                "CONTEXT_MAX_FACTS_PER_USER x CONTEXT_MAX_FACT_BYTES must fit in half of "
+                "CONTEXT_MAX_MESSAGE_BYTES (ListFacts returns them in one reply)"
+            )
+        return self
+
     def state_token_value(self) -> str | None:
         if self.state_token is not None:
             return self.state_token.get_secret_value()

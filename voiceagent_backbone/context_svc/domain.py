@@ -88,6 +88,20 @@ class FeedProgress:
     pending_since_us: int | None = None
     applied_changes: int = 0
     connected: bool = False
+    # While the feed fails: when it started failing, and the last failure's status code.
+    failing_since_us: int | None = None
+    error: str = ""
+
+    def failed(self, error: str) -> None:
+        self.connected = False
+        self.error = error
+        if self.failing_since_us is None:
+            self.failing_since_us = utcnow_us()
+
+    def answered(self) -> None:
+        self.connected = True
+        self.error = ""
+        self.failing_since_us = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +126,8 @@ class IndexStatus:
     lag_seconds: float
     knowledge_chunks: int
     facts: int
+    feed_connected: bool = False
+    feed_error: str = ""
 
 
 @dataclass
@@ -487,9 +503,10 @@ class ContextDomain:
     def status(self, tenant_id: str | None = None) -> IndexStatus:
         """Feed progress is the replica's; counts are the tenant's (all when None)."""
         progress = self.progress
-        lag_seconds = 0.0
-        if progress.pending_since_us is not None:
-            lag_seconds = max(0.0, (utcnow_us() - progress.pending_since_us) / 1e6)
+        # The oldest moment since which something may be waiting: a change received and
+        # not applied, or the first failure of a feed that is failing now.
+        since = [t for t in (progress.pending_since_us, progress.failing_since_us) if t]
+        lag_seconds = max(0.0, (utcnow_us() - min(since)) / 1e6) if since else 0.0
         return IndexStatus(
             cursor=progress.cursor,
             indexed_turns=(
@@ -499,4 +516,6 @@ class ContextDomain:
             lag_seconds=lag_seconds,
             knowledge_chunks=self.index.count(Source.KNOWLEDGE, tenant_id),
             facts=self.index.count(Source.FACT, tenant_id),
+            feed_connected=progress.connected,
+            feed_error=progress.error,
         )

@@ -125,20 +125,26 @@ class FeedFollower:
         stub = state_pb2_grpc.StateServiceStub(self._channel)  # type: ignore[no-untyped-call]
         delay = 0.2
         while True:
+            applied = self.domain.progress.applied_changes
             try:
                 await self._follow(stub)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
                 metrics.FEED_ERRORS.inc()
+                self.domain.progress.failed(exc.code().name)
                 log.warning(
                     "feed interrupted; retrying",
                     extra={"code": exc.code().name, "details": exc.details(), "retry_in_s": delay},
                 )
             except Exception:
                 metrics.FEED_ERRORS.inc()
+                self.domain.progress.failed("APPLY_FAILED")
                 log.exception("applying the feed failed; retrying", extra={"retry_in_s": delay})
-            self.domain.progress.connected = False
+            # The lag keeps growing while the feed fails: the gauge says so too.
+            metrics.FEED_LAG_SECONDS.set(self.domain.status().lag_seconds)
+            if self.domain.progress.applied_changes > applied:
+                delay = 0.2  # it made progress before failing: a fresh failure
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.feed_retry_max_s)
 
@@ -150,7 +156,7 @@ class FeedFollower:
             )
         )
         async for response in call:
-            progress.connected = True
+            progress.answered()
             if response.changes:
                 first = response.changes[0]
                 if first.HasField("event") and progress.pending_since_us is None:

@@ -22,6 +22,7 @@ from voiceagent_backbone.context_svc.index import Hit, Source
 from voiceagent_backbone.context_svc.store import DocumentRow, FactRow
 from voiceagent_backbone.servicekit import tokens
 from voiceagent_backbone.servicekit.auth import current_principal
+from voiceagent_backbone.servicekit.budget import ByteBudget
 from voiceagent_backbone.servicekit.errors import NotFound, Validator
 from voiceagent_backbone.servicekit.ids import is_uuid, uuid7
 
@@ -208,9 +209,11 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         v.raise_if_any()
         size = request.page_size or DEFAULT_PAGE_SIZE
         rows = await self.domain.list_documents(_tenant(), after, size + 1)
-        out = pb.ListDocumentsResponse(documents=[_document(r, False) for r in rows[:size]])
-        if len(rows) > size:
-            out.next_page_token = tokens.encode("documents", {"a": rows[size - 1].document_id})
+        page = [_document(r, False) for r in rows[:size]]
+        fit = ByteBudget(self.settings.max_message_bytes).fill(page)
+        out = pb.ListDocumentsResponse(documents=page[:fit])
+        if fit < len(rows):
+            out.next_page_token = tokens.encode("documents", {"a": rows[fit - 1].document_id})
         return out
 
     # -- facts ---------------------------------------------------------------------------
@@ -269,4 +272,6 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
             lag_seconds=s.lag_seconds,
             knowledge_chunks=s.knowledge_chunks,
             facts=s.facts,
+            feed_connected=s.feed_connected,
+            feed_error=s.feed_error,
         )

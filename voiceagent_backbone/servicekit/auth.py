@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import time
 from collections.abc import Iterable
@@ -20,6 +21,11 @@ PUBLIC_SERVICES = (
 
 TENANT_CLAIM = "tenant"
 SCOPE_CLAIM = "scope"
+# Scopes that reach beyond the caller's tenant. They are granted by name only: a tenant's
+# `x.admin` administers that tenant and never implies them.
+PLATFORM_SCOPES = frozenset({"state.feed"})
+# Every scope, platform ones included: the principal of a service running without auth.
+ALL = "*"
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,12 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
 
     def allows(self, required: str) -> bool:
-        """`svc.admin` includes every other scope of the same service."""
-        if required in self.scopes:
+        """`svc.admin` includes every other scope of the same service, except the platform
+        scopes (PLATFORM_SCOPES), which only their own name grants."""
+        if required in self.scopes or ALL in self.scopes:
             return True
+        if required in PLATFORM_SCOPES:
+            return False
         prefix = required.split(".", 1)[0]
         return f"{prefix}.admin" in self.scopes
 
@@ -60,7 +69,10 @@ def set_principal(principal: Principal | None) -> contextvars.Token[Principal | 
 
 
 def reset_principal(token: contextvars.Token[Principal | None]) -> None:
-    _current.reset(token)
+    # ValueError: a stream's generator closed from another context (the client cancelled);
+    # the context that held the principal is gone with its call, nothing is left to reset.
+    with contextlib.suppress(ValueError):
+        _current.reset(token)
 
 
 class JwtVerifier:

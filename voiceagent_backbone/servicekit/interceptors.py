@@ -178,7 +178,7 @@ class AuthScope:
             yield
             return
         if self._verifier is None:
-            principal = auth.Principal("default", "anonymous", frozenset({"*.admin"}))
+            principal = auth.Principal("default", "anonymous", frozenset({auth.ALL}))
         else:
             try:
                 principal = self._verifier.verify(info.metadata.get("authorization"))

@@ -11,6 +11,7 @@ from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.servicekit import tokens
 from voiceagent_backbone.servicekit.auth import current_principal
+from voiceagent_backbone.servicekit.budget import ByteBudget
 from voiceagent_backbone.servicekit.errors import PermissionDenied, Validator
 from voiceagent_backbone.state_svc import wire
 from voiceagent_backbone.state_svc.domain import StateDomain, utcnow
@@ -81,9 +82,11 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         v.raise_if_any()
         size = request.page_size or 20
         found = await self.domain.list_conversations(_tenant(), request.user_id, size + 1, after)
+        page = [wire.conversation_pb(c) for c in found[:size]]
+        fit = ByteBudget(self.domain.settings.max_message_bytes).fill(page)
         next_token = ""
-        if len(found) > size:
-            found = found[:size]
+        if fit < len(found):
+            found, page = found[:fit], page[:fit]
             last = found[-1]
             next_token = tokens.encode(
                 "conversations",
@@ -93,9 +96,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                     "i": last.conversation_id,
                 },
             )
-        return pb.ListConversationsResponse(
-            conversations=[wire.conversation_pb(c) for c in found], next_page_token=next_token
-        )
+        return pb.ListConversationsResponse(conversations=page, next_page_token=next_token)
 
     async def EndConversation(
         self, request: pb.EndConversationRequest, context: Any
@@ -144,22 +145,25 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                 after_seq = seq
         v.raise_if_any()
         size = request.page_size or 100
+        # A page token continues after the last event returned, also for a last_n call
+        # whose events did not fit in one reply.
+        last_n = request.last_n if fields is None else 0
         conversation, events = await self.domain.get_history(
             _tenant(),
             request.conversation_id,
             types,
-            last_n=request.last_n,
+            last_n=last_n,
             after_seq=after_seq,
             limit=size + 1,
         )
+        page = [wire.event_pb(e) for e in (events if last_n > 0 else events[:size])]
+        fit = ByteBudget(self.domain.settings.max_message_bytes).fill(page)
         next_token = ""
-        if request.last_n <= 0 and len(events) > size:
-            events = events[:size]
-            next_token = tokens.encode("history", {"b": binding, "s": events[-1].seq})
+        if fit < len(events):
+            page = page[:fit]
+            next_token = tokens.encode("history", {"b": binding, "s": page[-1].seq})
         return pb.GetHistoryResponse(
-            events=[wire.event_pb(e) for e in events],
-            next_page_token=next_token,
-            last_seq=conversation.last_seq,
+            events=page, next_page_token=next_token, last_seq=conversation.last_seq
         )
 
     # -- snapshots and users ----------------------------------------------------------
@@ -213,17 +217,24 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             if not principal.allows(FEED_SCOPE):
                 raise PermissionDenied(f"following every tenant needs the scope {FEED_SCOPE!r}")
             tenant = None
+        limit = self.domain.settings.max_message_bytes
         async for changes, caught_up, backlog in self.domain.watch(
             after, tenant, request.max_batch or 100, request.stop_at_end
         ):
-            out = pb.WatchResponse(caught_up=caught_up, backlog=backlog)
-            for change in changes:
-                item = out.changes.add(cursor=wire.cursor_token(change.feed_seq))
-                if change.event is not None:
-                    item.event.CopyFrom(wire.event_pb(change.event))
-                elif change.deletion is not None:
-                    item.deletion.CopyFrom(wire.deletion_pb(change.deletion))
-            yield out
+            items = [wire.change_pb(change) for change in changes]
+            # A batch that does not fit in one reply goes out as several, in order; only
+            # the last says caught_up, each counts what follows it in its backlog.
+            while True:
+                fit = ByteBudget(limit).fill(items)
+                rest = items[fit:]
+                yield pb.WatchResponse(
+                    changes=items[:fit],
+                    caught_up=caught_up and not rest,
+                    backlog=backlog + len(rest),
+                )
+                if not rest:
+                    break
+                items = rest
 
     # -- retention, export, delete ----------------------------------------------------
 

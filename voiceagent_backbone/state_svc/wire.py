@@ -20,6 +20,7 @@ from voiceagent_backbone.servicekit.errors import Validator
 from voiceagent_backbone.servicekit.ids import is_uuid, is_uuid7, uuid7
 from voiceagent_backbone.state_svc.config import StateSettings
 from voiceagent_backbone.state_svc.model import (
+    Change,
     ChatItem,
     Conversation,
     ConversationStatus,
@@ -456,6 +457,15 @@ def deletion_pb(d: Deletion) -> pb.Deletion:
         user_id=d.user_id,
         conversation_ids=d.conversation_ids,
     )
+
+
+def change_pb(change: Change) -> pb.Change:
+    item = pb.Change(cursor=cursor_token(change.feed_seq))
+    if change.event is not None:
+        item.event.CopyFrom(event_pb(change.event))
+    elif change.deletion is not None:
+        item.deletion.CopyFrom(deletion_pb(change.deletion))
+    return item
 
 
 def cursor_token(feed_seq: int) -> str:

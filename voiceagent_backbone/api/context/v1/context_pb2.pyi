@@ -187,17 +187,21 @@ class GetIndexStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetIndexStatusResponse(_message.Message):
-    __slots__ = ("cursor", "indexed_turns", "lag_events", "lag_seconds", "knowledge_chunks", "facts")
+    __slots__ = ("cursor", "indexed_turns", "lag_events", "lag_seconds", "knowledge_chunks", "facts", "feed_connected", "feed_error")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     INDEXED_TURNS_FIELD_NUMBER: _ClassVar[int]
     LAG_EVENTS_FIELD_NUMBER: _ClassVar[int]
     LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     KNOWLEDGE_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
+    FEED_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    FEED_ERROR_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     indexed_turns: int
     lag_events: int
     lag_seconds: float
     knowledge_chunks: int
     facts: int
-    def __init__(self, cursor: _Optional[str] = ..., indexed_turns: _Optional[int] = ..., lag_events: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., knowledge_chunks: _Optional[int] = ..., facts: _Optional[int] = ...) -> None: ...
+    feed_connected: bool
+    feed_error: str
+    def __init__(self, cursor: _Optional[str] = ..., indexed_turns: _Optional[int] = ..., lag_events: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., knowledge_chunks: _Optional[int] = ..., facts: _Optional[int] = ..., feed_connected: _Optional[bool] = ..., feed_error: _Optional[str] = ...) -> None: ...
