@@ -80,7 +80,9 @@ async def test_sigterm_not_serving_in_flight_call_completes_exit_within_grace(
 
         sleep = probe_call(channel, "Sleep")
         in_flight = asyncio.ensure_future(
-            sleep(duration_pb2.Duration(nanos=1_500_000_000), metadata=bearer(make_token()))
+            sleep(
+                duration_pb2.Duration(seconds=1, nanos=500_000_000), metadata=bearer(make_token())
+            )
         )
         await asyncio.sleep(0.3)  # the call is now running on the server
         started = time.monotonic()

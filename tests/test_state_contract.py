@@ -10,10 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests.support.ferretdb import MongoTarget
+from tests.support.rpc import violations
 from tests.support.state import (
     StateHandle,
     event,
@@ -41,14 +40,6 @@ async def rpc_error(awaitable: object) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await awaitable  # type: ignore[misc]
     return info.value
-
-
-def violations(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    bad = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad)
-    return [v.field for v in bad.field_violations]
 
 
 # -- conversations --------------------------------------------------------------------

@@ -97,7 +97,7 @@ CASES: list[tuple[str, str, Any, str]] = [
         "metadata bad key",
         "CreateConversation",
         pb.CreateConversationRequest(room_name="r", metadata=struct({"$where": 1})),
-        "metadata",
+        "metadata['$where']",
     ),
     (
         "append no conversation",
@@ -239,7 +239,7 @@ CASES: list[tuple[str, str, Any, str]] = [
         "preference key with dot",
         "UpsertUser",
         pb.UpsertUserRequest(user=pb.UserProfile(user_id="u", preferences=struct({"a.b": 1}))),
-        "user.preferences",
+        "user.preferences['a.b']",
     ),
     ("get user bad id", "GetUser", pb.GetUserRequest(user_id="a/b"), "user_id"),
     ("snapshot missing", "SaveSnapshot", pb.SaveSnapshotRequest(conversation_id=CID), "snapshot"),

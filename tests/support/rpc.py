@@ -7,6 +7,8 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from tests.support.probe_service import SERVICE
 
@@ -24,3 +26,12 @@ def probe_call(
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
+
+
+def violations(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields an INVALID_ARGUMENT names (its google.rpc.BadRequest detail)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status: {error.code().name} {error.details()}"
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    return [v.field for v in bad.field_violations]

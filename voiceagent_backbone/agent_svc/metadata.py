@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from voiceagent_backbone.agent_svc import metrics
 from voiceagent_backbone.servicekit.ids import is_uuid
+from voiceagent_backbone.servicekit.wellknown import valid_key
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,15 @@ def parse_participant_metadata(raw: str | None, identity: str) -> UserProfile:
             raise ValueError("preferences must be an object")
         preferences: dict[str, Any] = {}
         for key, value in prefs_raw.items():
+            name = str(key)[:64]
+            # What state_svc would refuse (servicekit.wellknown) is left out here, so one
+            # odd preference never costs the whole profile write.
+            if not valid_key(name):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
             if isinstance(value, str | int | float | bool) and len(str(value)) <= _MAX_TEXT:
-                preferences[str(key)[:64]] = value
+                preferences[name] = value
         for key in _PREFERENCE_KEYS:
             if key in parsed and key not in preferences:
                 preferences[key] = _text(parsed[key], key)

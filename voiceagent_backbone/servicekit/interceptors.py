@@ -19,11 +19,12 @@ from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from voiceagent_backbone.servicekit import auth, metrics
-from voiceagent_backbone.servicekit.errors import DomainError, InvalidArgument
+from voiceagent_backbone.servicekit import auth, metrics, wellknown
+from voiceagent_backbone.servicekit.errors import DomainError, FieldViolation, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,7 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         scope = self._scope
 
         def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
-            if inspect.isasyncgenfunction(behavior) or (
-                handler.response_streaming and not inspect.iscoroutinefunction(behavior)
-            ):
+            if _is_generator(behavior, handler):
 
                 async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
                     async with scope(info, context):
@@ -110,18 +109,100 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
             return unary
 
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        h: Any = handler  # the stubs type behaviours as sync callables; aio's are async
-        if h.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(wrap(h.unary_unary), **kwargs)
-        if h.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(wrap(h.unary_stream), **kwargs)
-        if h.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(wrap(h.stream_unary), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(wrap(h.stream_stream), **kwargs)
+        return _rebuilt(handler, wrap, handler.request_deserializer)
+
+
+def _is_generator(behavior: Callable[..., Any], handler: grpc.RpcMethodHandler[Any, Any]) -> bool:
+    return inspect.isasyncgenfunction(behavior) or (
+        bool(handler.response_streaming) and not inspect.iscoroutinefunction(behavior)
+    )
+
+
+def _rebuilt(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+    deserializer: Callable[[bytes], Any] | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with its behaviour wrapped and its request deserializer replaced."""
+    kwargs = {
+        "request_deserializer": deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    h: Any = handler  # the stubs type behaviours as sync callables; aio's are async
+    if h.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap(h.unary_unary), **kwargs)
+    if h.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(wrap(h.unary_stream), **kwargs)
+    if h.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap(h.stream_unary), **kwargs)
+    return grpc.stream_stream_rpc_method_handler(wrap(h.stream_stream), **kwargs)
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Request bytes that did not parse as the method's message."""
+
+    method: str
+
+
+def _check_request(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            [FieldViolation("request", "could not be parsed")],
+            f"the request bytes are not a valid message of {request.method}",
+        )
+    if isinstance(request, Message):
+        found = wellknown.violations(request)
+        if found:
+            raise InvalidArgument(FieldViolation(field, what) for field, what in found)
+
+
+class RequestCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """The innermost interceptor: a request whose bytes do not parse, or that holds a value
+    nothing downstream can store (servicekit.wellknown), is INVALID_ARGUMENT before the
+    handler runs, whatever the method. (Left to gRPC, unparseable bytes end as UNKNOWN
+    naming a Python exception.)"""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler
+        parse = handler.request_deserializer
+        method: str = handler_call_details.method
+
+        def deserialize(data: bytes) -> Any:
+            if parse is None:
+                return data
+            try:
+                return parse(data)
+            except Exception:
+                return _Undecodable(method)
+
+        def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            # A streaming method may be an async generator or a coroutine that writes
+            # (grpc's own health service): wrap each as what it is.
+            if _is_generator(behavior, handler):
+
+                async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                    _check_request(request)
+                    async for item in behavior(request, context):
+                        yield item
+
+                return stream
+
+            async def unary(request: Any, context: Any) -> Any:
+                _check_request(request)
+                return await behavior(request, context)
+
+            return unary
+
+        return _rebuilt(handler, wrap, deserialize)
 
 
 def _final_code(

@@ -74,6 +74,7 @@ class GrpcServer:
                 interceptors.AuthScope(verifier, definition.method_scopes)
             ),
             interceptors.ScopedInterceptor(interceptors.errors_scope),
+            interceptors.RequestCheckInterceptor(),
         ]
         self.server = grpc.aio.server(
             interceptors=chain,

@@ -24,4 +24,11 @@ def decode(kind: str, token: str) -> dict[str, Any]:
         raise ValueError("not a valid token") from exc
     if not isinstance(fields, dict) or fields.pop("k", None) != kind:
         raise ValueError("not a valid token")
+    # A forged token must not carry values the stores cannot take (a 100-digit number).
+    for value in fields.values():
+        if isinstance(value, bool) or not (
+            (isinstance(value, int) and 0 <= value < 2**63)
+            or (isinstance(value, str) and len(value) <= 512)
+        ):
+            raise ValueError("not a valid token")
     return fields
