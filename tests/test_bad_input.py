@@ -10,6 +10,7 @@ import base64
 import json
 import math
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,11 +19,18 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.context import ContextHandle, context_settings, running_context
+from tests.support.ferretdb import MongoTarget
 from tests.support.rpc import violations
 from tests.support.state import StateHandle, event, new_conversation, running_state, state_settings
 from voiceagent_backbone.agent_svc.metadata import parse_participant_metadata
 from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.servicekit.errors import InvalidArgument
+from voiceagent_backbone.state_svc import wire
+from voiceagent_backbone.state_svc.domain import utcnow
+from voiceagent_backbone.state_svc.model import Snapshot
+from voiceagent_backbone.state_svc.service import open_domain
+from voiceagent_backbone.state_svc.wire import Checks
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +298,57 @@ def test_participant_preferences_the_services_would_refuse_are_left_out() -> Non
     )
     profile = parse_participant_metadata(raw, "ana")
     assert profile.preferences == {"language": "de", "ok": "yes"}
+
+
+async def test_streams_beyond_the_limit_are_refused_and_never_starve_health_or_unary(
+    tmp_path: Path, jwt_key: str
+) -> None:
+    settings = state_settings(
+        "sqlite", tmp_path, jwt_key, None, max_concurrent_streams=2, max_concurrent_rpcs=50
+    )
+    async with running_state(settings, jwt_key) as state:
+        stub, md = state.stub(), state.metadata()
+        held = [stub.Watch(pb.WatchRequest(), metadata=md) for _ in range(2)]
+        try:
+            for call in held:
+                await call.read()  # the first reply: each stream is now in flight
+            refused = stub.Watch(pb.WatchRequest(), metadata=md)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await refused.read()
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            await _still_serving(state.channel)
+            created = await new_conversation(state)  # unary calls have their own budget
+            assert created.conversation_id
+        finally:
+            for call in held:
+                call.cancel()
+
+
+@pytest.mark.ferretdb
+async def test_a_value_mongodb_refuses_is_invalid_argument_not_unavailable(
+    tmp_path: Path, jwt_key: str, mongo: MongoTarget
+) -> None:
+    """Below the request check (which refuses such keys first): if the database itself
+    refuses a value, the answer is INVALID_ARGUMENT, which clients do not retry, not
+    UNAVAILABLE, which they retry for ever."""
+    settings = state_settings("mongodb", tmp_path, jwt_key, mongo)
+    async with open_domain(settings) as domain:
+        conversation = wire.new_conversation(
+            Checks(settings),
+            pb.CreateConversationRequest(room_name="r", user_ids=["u"]),
+            "tenant-a",
+            utcnow(),
+        )
+        await domain.create_conversation(conversation)
+        snapshot = Snapshot(
+            conversation_id=conversation.conversation_id,
+            version=0,
+            current_agent="a",
+            history=[],
+            userdata={"$set": {"x": 1}},
+            covered_seq=0,
+        )
+        with pytest.raises(InvalidArgument) as caught:
+            await domain.save_snapshot("tenant-a", snapshot)
+        assert "refused" in caught.value.message
+        await domain.store.drop_database()  # type: ignore[attr-defined]

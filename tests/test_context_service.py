@@ -404,9 +404,15 @@ async def test_index_status_and_feed_backlog(ctx: ContextHandle, state: StateHan
         cpb.GetIndexStatusRequest(), metadata=ctx.metadata(tenant)
     )
     assert status.indexed_turns == 2
-    assert status.cursor
+    # The feed position spans every tenant: a tenant does not see it, the platform does.
+    assert status.cursor == ""
+    platform = await ctx.stub().GetIndexStatus(
+        cpb.GetIndexStatusRequest(), metadata=ctx.metadata(tenant, "context.read state.feed")
+    )
+    assert platform.cursor == ctx.domain.progress.cursor != ""
     assert status.lag_events == 0
     assert status.lag_seconds == 0
+    assert status.feed_connected
 
     # state_svc tells a feed reader how much is left behind each response.
     watch = state.stub().Watch(

@@ -50,6 +50,19 @@ async def test_expired_token_is_unauthenticated(
     assert "expired" in (info.value.details() or "")
 
 
+async def test_token_living_past_the_maximum_lifetime_is_unauthenticated(
+    probe_channel: grpc.aio.Channel, make_token: TokenFactory
+) -> None:
+    """A token that expires in a year is refused (the default maximum is a day); one of an
+    hour is not."""
+    call = probe_call(probe_channel, WHOAMI, struct_pb2.Struct)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(empty_pb2.Empty(), metadata=bearer(make_token(ttl_s=366 * 24 * 3600)))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "too far ahead" in (info.value.details() or "")
+    await call(empty_pb2.Empty(), metadata=bearer(make_token(ttl_s=3600)))
+
+
 @pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Bearer not.a.jwt", "token"])
 async def test_malformed_authorization_is_unauthenticated(
     probe_channel: grpc.aio.Channel, header: str

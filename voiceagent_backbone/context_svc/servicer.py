@@ -38,6 +38,8 @@ _KIND_OF = {v: k for k, v in _SOURCE_OF.items()}
 MAX_ITEMS, DEFAULT_ITEMS = 50, 8
 MAX_TOKEN_BUDGET, DEFAULT_TOKEN_BUDGET = 32_000, 512
 MAX_FACTS_PER_CALL = 100
+# Reading the feed position of every tenant is for the platform, not for a tenant.
+FEED_SCOPE = "state.feed"
 MAX_METADATA_BYTES = 16 * 1024
 MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE = 100, 20
 
@@ -265,8 +267,9 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
     ) -> pb.GetIndexStatusResponse:
         # Feed progress is the replica's; counts are the caller's tenant's only.
         s = self.domain.status(_tenant())
+        platform = current_principal().allows(FEED_SCOPE)
         return pb.GetIndexStatusResponse(
-            cursor=s.cursor,
+            cursor=s.cursor if platform else "",
             indexed_turns=s.indexed_turns,
             lag_events=s.lag_events,
             lag_seconds=s.lag_seconds,

@@ -87,6 +87,7 @@ class JwtVerifier:
         audience: str | None = None,
         require_exp: bool = True,
         leeway_s: float = 5.0,
+        max_lifetime_s: float | None = None,
     ) -> None:
         self._key = key
         self._algorithms = list(algorithms)
@@ -94,6 +95,7 @@ class JwtVerifier:
         self._audience = audience
         self._required = [TENANT_CLAIM] + (["exp"] if require_exp else [])
         self._leeway = leeway_s
+        self._max_lifetime = max_lifetime_s
 
     def verify(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -121,6 +123,16 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             # The library's message names the failed check, never the token itself.
             raise Unauthenticated(f"invalid token: {exc}") from exc
+        expires = claims.get("exp")
+        if (
+            self._max_lifetime is not None
+            and isinstance(expires, int | float)
+            and expires - time.time() > self._max_lifetime + self._leeway
+        ):
+            raise Unauthenticated(
+                f"token expires too far ahead: this service accepts at most "
+                f"{self._max_lifetime:.0f}s of remaining lifetime"
+            )
         tenant = claims.get(TENANT_CLAIM)
         if not isinstance(tenant, str) or not tenant or len(tenant) > 128:
             raise Unauthenticated("token has no valid 'tenant' claim")

@@ -39,7 +39,11 @@ class ServiceSettings(BaseSettings):
 
     # Transport limits.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # In-flight calls per replica, unary and streaming apart, so that streams never take
+    # what unary calls need; health and reflection are never counted (a probe that cannot
+    # get through would restart a healthy pod). Beyond: RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    max_concurrent_streams: int | None = Field(default=100, ge=1)
     keepalive_time_s: float = Field(default=30.0, gt=0)
     keepalive_timeout_s: float = Field(default=10.0, gt=0)
     # Servers close connections after this age so clients rebalance onto new replicas.
@@ -61,6 +65,9 @@ class ServiceSettings(BaseSettings):
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
     auth_require_exp: bool = True
+    # A token may not live longer than this from now (exp claim): a leaked token of the
+    # far future would otherwise be good for ever.
+    auth_max_token_lifetime_s: float = Field(default=24 * 3600.0, gt=0)
     # Only for local experiments; the service logs a warning at start.
     auth_disabled: bool = False
 

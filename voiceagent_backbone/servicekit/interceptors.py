@@ -240,6 +240,39 @@ def metrics_scope(info: RpcInfo, context: grpc.aio.ServicerContext[Any, Any]) ->
     return scope()
 
 
+class ConcurrencyScope:
+    """Bounds the calls in flight, unary and streaming apart; health and reflection are
+    never counted or refused. (gRPC's own maximum_concurrent_rpcs counts every call, the
+    health check included, so a client holding streams made the probes fail.)"""
+
+    def __init__(self, max_unary: int | None, max_streams: int | None) -> None:
+        self._limits = {"unary": max_unary, "stream": max_streams}
+        self._in_flight = {"unary": 0, "stream": 0}
+
+    def __call__(self, info: RpcInfo, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return self._scope(info, context)
+
+    @asynccontextmanager
+    async def _scope(
+        self, info: RpcInfo, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        kind = "unary" if info.rpc_type == "unary" else "stream"
+        limit = self._limits[kind]
+        if info.service in auth.PUBLIC_SERVICES or limit is None:
+            yield
+            return
+        if self._in_flight[kind] >= limit:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this replica has {limit} {kind} calls in flight, its limit; retry later",
+            )
+        self._in_flight[kind] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[kind] -= 1
+
+
 class AuthScope:
     """Verifies the bearer token and checks the scope the method requires."""
 

@@ -71,6 +71,11 @@ class GrpcServer:
             tracing.server_interceptor(),
             interceptors.ScopedInterceptor(interceptors.metrics_scope),
             interceptors.ScopedInterceptor(
+                interceptors.ConcurrencyScope(
+                    settings.max_concurrent_rpcs, settings.max_concurrent_streams
+                )
+            ),
+            interceptors.ScopedInterceptor(
                 interceptors.AuthScope(verifier, definition.method_scopes)
             ),
             interceptors.ScopedInterceptor(interceptors.errors_scope),
@@ -79,7 +84,6 @@ class GrpcServer:
         self.server = grpc.aio.server(
             interceptors=chain,
             options=_server_options(settings),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
 
     async def start(self) -> None:
@@ -155,6 +159,7 @@ def _verifier(settings: ServiceSettings, service: str) -> auth.JwtVerifier | Non
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
         require_exp=settings.auth_require_exp,
+        max_lifetime_s=settings.auth_max_token_lifetime_s,
     )
 
 

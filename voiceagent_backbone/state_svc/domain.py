@@ -12,7 +12,13 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
-from voiceagent_backbone.servicekit.errors import AlreadyExists, NotFound, Unavailable
+from voiceagent_backbone.servicekit.errors import (
+    AlreadyExists,
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from voiceagent_backbone.state_svc import metrics
 from voiceagent_backbone.state_svc.config import StateSettings
 from voiceagent_backbone.state_svc.model import (
@@ -35,6 +41,7 @@ from voiceagent_backbone.state_svc.store.base import (
     ConversationStore,
     EventIdConflict,
     StoreError,
+    StoreRejected,
 )
 
 log = logging.getLogger(__name__)
@@ -77,12 +84,13 @@ class StateDomain:
 
     @contextlib.asynccontextmanager
     async def _op(self, operation: str) -> AsyncIterator[None]:
-        """A timed store operation; a database failure becomes UNAVAILABLE (retryable)."""
+        """A timed store operation; a database failure becomes UNAVAILABLE (retryable), a
+        value the database refuses INVALID_ARGUMENT (see _store_failure)."""
         try:
             async with metrics.timed(operation, self._backend):
                 yield
         except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
 
     # -- conversations ----------------------------------------------------------------
 
@@ -93,7 +101,7 @@ class StateDomain:
         except ConversationIdConflict as exc:
             raise AlreadyExists("a conversation with this id already exists") from exc
         except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
 
     async def get_conversation(self, tenant_id: str, conversation_id: str) -> Conversation:
         async with self._op("get_conversation"):
@@ -139,7 +147,7 @@ class StateDomain:
             raise AlreadyExists(str(exc)) from exc
         except StoreError as exc:
             log.warning("append failed; the client may retry", extra={"error": str(exc)})
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
         for event, result in zip(events, results, strict=True):
             if result.duplicate:
                 metrics.EVENTS_DUPLICATE.inc()
@@ -235,7 +243,7 @@ class StateDomain:
         try:
             return await self.store.feed_head(tenant_id)
         except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
 
     # -- retention, export, delete ----------------------------------------------------
 
@@ -243,7 +251,7 @@ class StateDomain:
         try:
             await self.store.set_retention(tenant_id, seconds)
         except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
         self._retention_cache.pop(tenant_id, None)
 
     async def _cached_retention(self, tenant_id: str) -> int:
@@ -259,7 +267,7 @@ class StateDomain:
         try:
             own = await self.store.get_retention(tenant_id)
         except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
         if own is None:
             return self.settings.default_retention_s, True
         return own, False
@@ -326,7 +334,7 @@ class StateDomain:
                 if snapshot is not None:
                     yield snapshot
         except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
 
     async def delete_user(self, tenant_id: str, user_id: str) -> DeleteCounts:
         """Every conversation the user took part in, its events and snapshot, the profile."""
@@ -341,7 +349,7 @@ class StateDomain:
             )
             profile = await self.store.delete_user_profile(tenant_id, user_id)
         except StoreError as exc:
-            raise Unavailable(str(exc)) from exc
+            raise _store_failure(exc) from exc
         self.feed.notify()
         metrics.USER_DELETIONS.inc()
         log.info(
@@ -349,3 +357,11 @@ class StateDomain:
             extra={"conversations": conversations, "events": events, "snapshots": snapshots},
         )
         return DeleteCounts(conversations, events, snapshots, profile)
+
+
+def _store_failure(exc: StoreError) -> DomainError:
+    """UNAVAILABLE for what a retry may cure; INVALID_ARGUMENT for a value the database
+    refuses, which no retry cures (a client retrying UNAVAILABLE would loop for ever)."""
+    if isinstance(exc, StoreRejected):
+        return InvalidArgument.single("request", f"the database refused a value: {exc}")
+    return Unavailable(str(exc))

@@ -28,6 +28,11 @@ class StoreError(Exception):
     """The database failed or is unreachable; the call may be retried."""
 
 
+class StoreRejected(StoreError):
+    """The database refused a value itself (MongoDB's BadValue, DottedFieldName, ...):
+    retrying the same request can never succeed."""
+
+
 class ConversationMissing(Exception):
     """The conversation does not exist for this tenant."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bson.errors import InvalidDocument
 from pymongo import (
     ASCENDING,
     DESCENDING,
@@ -62,9 +63,27 @@ from voiceagent_backbone.state_svc.store.base import (
     EventIdConflict,
     GroupCommitter,
     StoreError,
+    StoreRejected,
 )
 
 log = logging.getLogger(__name__)
+
+# What the driver raises when the database fails (retryable), or refuses a document it
+# cannot store: InvalidDocument is the driver's own refusal before sending.
+_DB_ERRORS = (PyMongoError, InvalidDocument)
+# Server error codes that mean "this value can never be stored", whatever the retries:
+# BadValue, FailedToParse, TypeMismatch, DollarPrefixedFieldName, InvalidDBRef,
+# EmptyFieldName, DottedFieldName, BSONObjectTooLarge, KeyTooLong.
+_REFUSED_CODES = frozenset({2, 9, 14, 52, 55, 56, 57, 10334, 17280})
+
+
+def _failure(exc: Exception) -> StoreError:
+    if isinstance(exc, InvalidDocument) or (
+        isinstance(exc, OperationFailure) and exc.code in _REFUSED_CODES
+    ):
+        return StoreRejected(f"mongodb refused the document: {exc}")
+    return StoreError(f"mongodb: {exc}")
+
 
 DELETION = "deletion"
 HEAD_ID = "feed_head"
@@ -176,8 +195,8 @@ class MongoStore:
         try:
             await self._client.admin.command("ping")
             await self._ensure_schema()
-        except PyMongoError as exc:
-            raise StoreError(f"mongodb: {exc}") from exc
+        except _DB_ERRORS as exc:
+            raise _failure(exc) from exc
         self._appends.start()
 
     async def _ensure_schema(self) -> None:
@@ -263,8 +282,8 @@ class MongoStore:
             if existing is None or existing["tenant_id"] != conversation.tenant_id:
                 raise ConversationIdConflict(conversation.conversation_id) from None
             return _conversation(existing), False
-        except PyMongoError as exc:
-            raise StoreError(f"mongodb: {exc}") from exc
+        except _DB_ERRORS as exc:
+            raise _failure(exc) from exc
 
     def _conversation(self, doc: Doc) -> Conversation:
         """last_seq is announced after the append returns: add what this replica knows."""
@@ -341,11 +360,11 @@ class MongoStore:
     ) -> list[list[AppendResult] | BaseException]:
         try:
             return await self._append_group(requests)
-        except PyMongoError as exc:
+        except _DB_ERRORS as exc:
             # A failed round may have stored part of the group: callers retry, and the
             # stored events come back with their first sequence numbers.
             self._lose_track()
-            raise StoreError(f"mongodb: {exc}") from exc
+            raise _failure(exc) from exc
 
     async def _append_group(
         self, requests: list[AppendRequest]
@@ -528,7 +547,7 @@ class MongoStore:
                     last_seqs[conversation_id] = max(seq, last_seqs.get(conversation_id, 0))
             try:
                 await self._record_inserted(requests, last_seqs, inserted)
-            except PyMongoError as exc:
+            except _DB_ERRORS as exc:
                 # Nothing is lost: the events are stored; other writers find them by walking.
                 log.warning("could not announce stored events", extra={"error": str(exc)})
 
@@ -809,8 +828,8 @@ class MongoStore:
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
-        except PyMongoError as exc:
-            raise StoreError(f"mongodb: {exc}") from exc
+        except _DB_ERRORS as exc:
+            raise _failure(exc) from exc
         assert doc is not None
         return codec.snapshot_from(snapshot.conversation_id, int(doc["version"]), now, body)
 
@@ -846,8 +865,8 @@ class MongoStore:
             )
         except DuplicateKeyError:  # two first upserts raced: the second is an update
             return await self.upsert_user(tenant_id, profile, now)
-        except PyMongoError as exc:
-            raise StoreError(f"mongodb: {exc}") from exc
+        except _DB_ERRORS as exc:
+            raise _failure(exc) from exc
         assert doc is not None
         # Both are set from `now` by the same write only when the document was inserted.
         created = doc["created_at"] == doc["updated_at"]
@@ -955,8 +974,8 @@ class MongoStore:
         for _ in range(MAX_ATTEMPTS):
             try:
                 await self._catch_up()
-            except PyMongoError as exc:
-                raise StoreError(f"mongodb: {exc}") from exc
+            except _DB_ERRORS as exc:
+                raise _failure(exc) from exc
             position = (self._feed_last or 0) + 1
             doc: Doc = {
                 "_id": position_id(position),
@@ -973,8 +992,8 @@ class MongoStore:
                 await self._events.insert_one(doc)
             except DuplicateKeyError:
                 continue
-            except PyMongoError as exc:
-                raise StoreError(f"mongodb: {exc}") from exc
+            except _DB_ERRORS as exc:
+                raise _failure(exc) from exc
             self._observe(doc)
             await self._guard(
                 self._meta.update_one({"_id": HEAD_ID}, {"$max": {"pos": position}}, upsert=True)
@@ -1037,5 +1056,5 @@ class MongoStore:
     async def _guard(awaitable: Any) -> Any:
         try:
             return await awaitable
-        except PyMongoError as exc:
-            raise StoreError(f"mongodb: {exc}") from exc
+        except _DB_ERRORS as exc:
+            raise _failure(exc) from exc
