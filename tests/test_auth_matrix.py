@@ -92,6 +92,8 @@ async def call(
     """The call's final code and what it answered (the raw reply bytes)."""
     metadata = (("authorization", f"Bearer {bearer}"),) if bearer else ()
     payload = request if request is not None else method.request()
+    if request is None and "stop_at_end" in payload.DESCRIPTOR.fields_by_name:
+        payload.stop_at_end = True  # type: ignore[attr-defined]  # a feed call that ends
     answers: list[bytes] = []
     try:
         if method.streaming:

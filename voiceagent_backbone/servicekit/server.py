@@ -35,6 +35,9 @@ class ServiceDefinition:
     register: Callable[[grpc.aio.Server], None]
     # Run after the server stopped taking calls (flush, close connections).
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Long-lived streams get no server span (one span for hours of a feed is noise), and
+    # may write with context.write, which the tracing interceptor cannot wrap.
+    untraced_methods: Sequence[str] = ()
 
 
 def _server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -68,7 +71,7 @@ class GrpcServer:
         self._stopped = asyncio.Event()
         verifier = _verifier(settings, definition.name)
         chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [
-            tracing.server_interceptor(),
+            tracing.server_interceptor(definition.untraced_methods),
             interceptors.ScopedInterceptor(interceptors.metrics_scope),
             interceptors.ScopedInterceptor(
                 interceptors.ConcurrencyScope(

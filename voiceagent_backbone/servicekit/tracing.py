@@ -9,7 +9,12 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
-from opentelemetry.instrumentation.grpc.filters import negate, service_prefix
+from opentelemetry.instrumentation.grpc.filters import (
+    any_of,
+    full_method_name,
+    negate,
+    service_prefix,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -46,10 +51,12 @@ def shutdown_tracing() -> None:
         provider.force_flush(timeout_millis=5000)
 
 
-def server_interceptor() -> grpc.aio.ServerInterceptor[Any, Any]:
-    """Server spans that continue the caller's trace; health checks are not traced (noise)."""
+def server_interceptor(untraced: Sequence[str] = ()) -> grpc.aio.ServerInterceptor[Any, Any]:
+    """Server spans that continue the caller's trace; health checks and the `untraced`
+    methods ("/pkg.Service/Method") are not traced."""
+    skipped = any_of(service_prefix("grpc.health.v1"), *(full_method_name(m) for m in untraced))
     interceptor: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        filter_=negate(service_prefix("grpc.health.v1"))
+        filter_=negate(skipped)
     )
     return interceptor
 

@@ -35,6 +35,15 @@ class StateSettings(ServiceSettings):
 
     # Change feed: how often Watch looks for writes of other replicas.
     feed_poll_interval_s: float = Field(default=0.25, gt=0)
+    # The replica's feed hub keeps this much of the most recent feed in memory; streams
+    # further behind read the database, this many at a time.
+    feed_window_bytes: int = Field(default=32 * 1024 * 1024, ge=64 * 1024)
+    feed_catch_up_readers: int = Field(default=4, ge=1)
+    # A Watch consumer that does not take a reply for this long is cut off
+    # (RESOURCE_EXHAUSTED; it resumes from its last cursor), so it holds no memory for ever.
+    watch_send_timeout_s: float = Field(default=30.0, gt=0)
+    # An idle stream sends an empty reply this often (dead consumers show up on the write).
+    watch_heartbeat_s: float = Field(default=15.0, gt=0)
 
     # Input bounds.
     max_batch_events: int = Field(default=500, ge=1)

@@ -21,6 +21,7 @@ from voiceagent_backbone.servicekit.errors import (
 )
 from voiceagent_backbone.state_svc import metrics
 from voiceagent_backbone.state_svc.config import StateSettings
+from voiceagent_backbone.state_svc.feed import FeedHub, FeedSignal
 from voiceagent_backbone.state_svc.model import (
     AppendResult,
     Change,
@@ -57,27 +58,18 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-class FeedSignal:
-    """Wakes Watch streams in this replica as soon as something is written here."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout_s: float) -> None:
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
-
-
 class StateDomain:
     def __init__(self, store: ConversationStore, settings: StateSettings) -> None:
         self.store = store
         self.settings = settings
         self.feed = FeedSignal()
+        self.hub = FeedHub(
+            store,
+            self.feed,
+            poll_interval_s=settings.feed_poll_interval_s,
+            window_bytes=settings.feed_window_bytes,
+            catch_up_readers=settings.feed_catch_up_readers,
+        )
         self._backend = store.name
         # tenant -> (retention seconds, when read): appends need it for the TTL backstop.
         self._retention_cache: dict[str, tuple[int, float]] = {}
@@ -205,39 +197,52 @@ class StateDomain:
     # -- the change feed --------------------------------------------------------------
 
     async def watch(
-        self, after: int, tenant_id: str | None, batch: int, stop_at_end: bool
+        self,
+        after: int,
+        tenant_id: str | None,
+        batch: int,
+        stop_at_end: bool,
     ) -> AsyncIterator[tuple[list[Change], bool, int]]:
-        """Yields (changes, caught_up, backlog). Polls the store: other replicas write too.
+        """Yields (changes, caught_up, backlog), from the replica's feed hub (feed.py).
 
-        backlog estimates how many feed positions (every tenant's, and tombstones) lie
-        beyond the last change yielded: consumers report it as their lag."""
+        backlog is how many feed positions (every tenant's, and tombstones) lie beyond the
+        last change yielded: consumers report it as their lag. A stream with nothing new
+        for `watch_heartbeat_s` yields an empty heartbeat: writing it is how the server
+        learns that a consumer went away (gRPC does not always tell a handler that only
+        waits), and it keeps idle connections alive through proxies."""
+        hub = self.hub
+        try:
+            await hub.start()
+            if stop_at_end:
+                # Everything acknowledged before this call, on any replica, is in the answer.
+                await hub.refresh()
+        except StoreError as exc:
+            raise _store_failure(exc) from exc
         cursor = after
         caught_up_sent = False
+        loop = asyncio.get_running_loop()
+        last_yield = loop.time()
         while True:
-            async with self._op("read_feed"):
-                changes = await self.store.read_feed(cursor, batch, tenant_id)
-            if changes:
-                cursor = changes[-1].feed_seq
-                caught_up = len(changes) < batch
-                backlog = 0
-                if not caught_up:
-                    async with self._op("feed_head"):
-                        backlog = max(0, await self.store.feed_head_estimate() - cursor)
-                # Tombstones (deleted events) only move the cursor on.
-                real = [c for c in changes if c.event is not None or c.deletion is not None]
-                if real or (caught_up and not caught_up_sent):
-                    yield real, caught_up and not caught_up_sent, backlog
-                caught_up_sent = caught_up_sent or caught_up
-                if caught_up and stop_at_end:
-                    return
-                if not caught_up:
-                    continue
-            elif not caught_up_sent:
-                yield [], True, 0
-                caught_up_sent = True
-                if stop_at_end:
-                    return
-            await self.feed.wait(self.settings.feed_poll_interval_s)
+            try:
+                changes, cursor = await hub.read(cursor, batch, tenant_id)
+            except StoreError as exc:
+                raise _store_failure(exc) from exc
+            caught_up = cursor >= hub.head
+            backlog = max(0, hub.head - cursor)
+            if changes or (caught_up and not caught_up_sent):
+                yield changes, caught_up and not caught_up_sent, backlog
+                last_yield = loop.time()
+            elif loop.time() - last_yield >= self.settings.watch_heartbeat_s:
+                yield [], False, backlog
+                last_yield = loop.time()
+            caught_up_sent = caught_up_sent or caught_up
+            if caught_up and stop_at_end:
+                return
+            if caught_up:
+                await hub.wait_beyond(cursor, self.settings.feed_poll_interval_s * 4)
+
+    async def aclose(self) -> None:
+        await self.hub.aclose()
 
     async def feed_head(self, tenant_id: str | None) -> int:
         try:

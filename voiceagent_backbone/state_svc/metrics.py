@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 STORE_OPERATION_SECONDS = Histogram(
     "state_store_operation_seconds",
@@ -35,6 +35,19 @@ RETENTION_DELETED = Counter(
 USER_DELETIONS = Counter(
     "state_user_deletions_total",
     "DeleteUserData calls that removed a user's data.",
+)
+
+
+FEED_WINDOW_CHANGES = Gauge(
+    "state_feed_window_changes", "Recent changes this replica's feed hub holds in memory."
+)
+FEED_CATCH_UP_READS = Counter(
+    "state_feed_catch_up_reads_total",
+    "Feed reads of Watch streams behind the hub's window (they read the database).",
+)
+WATCH_STREAMS = Gauge("state_watch_streams", "Watch streams open on this replica.")
+WATCH_CUT_OFF = Counter(
+    "state_watch_cut_off_total", "Watch streams ended because the consumer stopped reading."
 )
 
 

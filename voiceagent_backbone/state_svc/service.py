@@ -67,9 +67,11 @@ async def open_domain(settings: StateSettings) -> AsyncIterator[StateDomain]:
     store = make_store(settings)
     await store.open()
     log.info("store open", extra={"backend": store.name})
+    domain = StateDomain(store, settings)
     try:
-        yield StateDomain(store, settings)
+        yield domain
     finally:
+        await domain.aclose()
         await store.close()
 
 
@@ -84,6 +86,7 @@ def definition(domain: StateDomain) -> ServiceDefinition:
         service_names=[SERVICE.full_name],
         method_scopes=SCOPES,
         register=register,
+        untraced_methods=[f"/{SERVICE.full_name}/Watch"],
     )
 
 

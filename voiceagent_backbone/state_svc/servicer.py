@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,14 +13,15 @@ from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.servicekit import tokens
 from voiceagent_backbone.servicekit.auth import current_principal
 from voiceagent_backbone.servicekit.budget import ByteBudget
-from voiceagent_backbone.servicekit.errors import PermissionDenied, Validator
-from voiceagent_backbone.state_svc import wire
+from voiceagent_backbone.servicekit.errors import PermissionDenied, ResourceExhausted, Validator
+from voiceagent_backbone.state_svc import metrics, wire
 from voiceagent_backbone.state_svc.domain import StateDomain, utcnow
 from voiceagent_backbone.state_svc.model import Conversation, Event, Snapshot, UserProfile
 from voiceagent_backbone.state_svc.store import codec
 from voiceagent_backbone.state_svc.wire import Checks
 
 FEED_SCOPE = "state.feed"
+WATCH_REPLY_BYTES = 1024 * 1024
 MAX_RETENTION_S = 10 * 366 * 24 * 3600
 
 
@@ -203,9 +205,10 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
 
     # -- the change feed --------------------------------------------------------------
 
-    async def Watch(
-        self, request: pb.WatchRequest, context: Any
-    ) -> AsyncIterator[pb.WatchResponse]:
+    async def Watch(self, request: pb.WatchRequest, context: Any) -> None:
+        """Written with context.write, not yielded: a reply the consumer does not take within
+        watch_send_timeout_s ends the stream (RESOURCE_EXHAUSTED), so a stalled consumer
+        holds no memory and no hub position for ever."""
         v = Validator()
         after = wire.cursor_from(v, request.cursor)
         if request.max_batch < 0 or request.max_batch > 1000:
@@ -217,24 +220,38 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             if not principal.allows(FEED_SCOPE):
                 raise PermissionDenied(f"following every tenant needs the scope {FEED_SCOPE!r}")
             tenant = None
-        limit = self.domain.settings.max_message_bytes
-        async for changes, caught_up, backlog in self.domain.watch(
-            after, tenant, request.max_batch or 100, request.stop_at_end
-        ):
-            items = [wire.change_pb(change) for change in changes]
-            # A batch that does not fit in one reply goes out as several, in order; only
-            # the last says caught_up, each counts what follows it in its backlog.
-            while True:
-                fit = ByteBudget(limit).fill(items)
-                rest = items[fit:]
-                yield pb.WatchResponse(
-                    changes=items[:fit],
-                    caught_up=caught_up and not rest,
-                    backlog=backlog + len(rest),
-                )
-                if not rest:
-                    break
-                items = rest
+        # Replies of at most 1 MiB: what a stalled consumer's stream can hold.
+        limit = min(self.domain.settings.max_message_bytes, WATCH_REPLY_BYTES)
+        timeout_s = self.domain.settings.watch_send_timeout_s
+        metrics.WATCH_STREAMS.inc()
+        try:
+            async for changes, caught_up, backlog in self.domain.watch(
+                after, tenant, request.max_batch or 100, request.stop_at_end
+            ):
+                items = [wire.change_pb(change) for change in changes]
+                # A batch that does not fit in one reply goes out as several, in order;
+                # only the last says caught_up, each counts what follows it in its backlog.
+                while True:
+                    fit = ByteBudget(limit).fill(items)
+                    rest = items[fit:]
+                    reply = pb.WatchResponse(
+                        changes=items[:fit],
+                        caught_up=caught_up and not rest,
+                        backlog=backlog + len(rest),
+                    )
+                    try:
+                        await asyncio.wait_for(context.write(reply), timeout_s)
+                    except TimeoutError:
+                        metrics.WATCH_CUT_OFF.inc()
+                        raise ResourceExhausted(
+                            f"the consumer took no reply for {timeout_s:.0f}s; "
+                            "resume from the last cursor received"
+                        ) from None
+                    if not rest:
+                        break
+                    items = rest
+        finally:
+            metrics.WATCH_STREAMS.dec()
 
     # -- retention, export, delete ----------------------------------------------------
 
