@@ -610,7 +610,7 @@ class SqliteStore:
             cursor = conn.execute(
                 "INSERT INTO events (tenant_id, event_id, conversation_id, seq, type, role, text,"
                 " payload, client_time, server_time, participant_identity, detail_kind, detail,"
-                " user_ids) VALUES (?,?,'',-1,?,'','',?,NULL,?,'','','{}','[]')",
+                " user_ids) VALUES (?,?,'',0,?,'','',?,NULL,?,'','','{}','[]')",
                 (
                     deletion.tenant_id,
                     uuid7(),
@@ -620,7 +620,9 @@ class SqliteStore:
                 ),
             )
             feed_seq = int(cursor.lastrowid or 0)
-            # Deletion markers have no conversation: give each a unique seq of its own.
+            # Deletion markers have no conversation: each gets a unique seq of its own, -feed_seq.
+            # Inserted with seq 0, which nothing keeps (events count from 1, markers go
+            # negative): a first marker at feed_seq 1 keeps -1, so -1 cannot be the placeholder.
             conn.execute("UPDATE events SET seq=? WHERE feed_seq=?", (-feed_seq, feed_seq))
             return feed_seq
 
