@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test e2e setup tools proto check pytest clean bench-state bench-context bench-agent
+.PHONY: run test e2e setup tools proto check pytest clean bench-state bench-context bench-agent bench-load
 
 run: setup ## set up, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
 	@bash scripts/run.sh
@@ -41,6 +41,9 @@ bench-context: setup ## context_svc recall@k and Enrich latency on LoCoMo-format
 
 bench-agent: setup ## handler hand-off time and on_user_turn_completed latency, context_svc up and hung
 	@$(PY) -m bench.bench_agent $(BENCH_ARGS)
+
+bench-load: setup ## the most simulated conversations state_svc and context_svc sustain together (append p99 <= 100 ms, Enrich p95 <= 50 ms)
+	@$(PY) -m bench.bench_load $(BENCH_ARGS)
 
 clean: ## remove the venv and built tools
 	rm -rf .venv .tools .run

@@ -84,6 +84,15 @@ def state_service(
     workdir: Path, jwt_key: str, mongodb_uri: str | None, database: str, kind: str
 ) -> Iterator[int]:
     """state_svc on MongoDB (uri given) or on its embedded SQLite file in workdir."""
+    with state_service_process(workdir, jwt_key, mongodb_uri, database, kind) as (port, _):
+        yield port
+
+
+@contextlib.contextmanager
+def state_service_process(
+    workdir: Path, jwt_key: str, mongodb_uri: str | None, database: str, kind: str
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """The same, with its process (for its memory)."""
     port = free_port()
     env = {
         "STATE_PORT": str(port),
@@ -103,7 +112,7 @@ def state_service(
         [sys.executable, "-m", "voiceagent_backbone.state_svc"], workdir / "state_svc.log", env
     ) as proc:
         wait_for_port(port, proc, "state_svc")
-        yield port
+        yield port, proc
 
 
 @contextlib.contextmanager
