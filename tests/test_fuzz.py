@@ -10,7 +10,6 @@ examples per method, derandomized, so a run takes the same time and finds the sa
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fuzz import build, messages
-from tests.support.processes import ChildProcess, free_port
+from tests.support.processes import ChildProcess, both_services
 from tests.support.state import running_state, state_settings
 from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
@@ -75,44 +74,17 @@ def rpcs() -> list[Rpc]:
 @pytest.fixture(scope="module")
 def targets(tmp_path_factory: pytest.TempPathFactory, jwt_key: str) -> Iterator[dict[str, Target]]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    state_port, context_port = free_port(), free_port()
-    state = ChildProcess(
-        [sys.executable, "-m", "voiceagent_backbone.state_svc"],
-        tmp / "state.log",
-        {
-            "STATE_PORT": str(state_port),
-            "STATE_METRICS_PORT": "-1",
-            "STATE_AUTH_JWT_KEY": jwt_key,
-            "STATE_SQLITE_PATH": str(tmp / "state.sqlite3"),
-        },
-    )
-    context = ChildProcess(
-        [sys.executable, "-m", "voiceagent_backbone.context_svc"],
-        tmp / "context.log",
-        {
-            "CONTEXT_PORT": str(context_port),
-            "CONTEXT_METRICS_PORT": "-1",
-            "CONTEXT_AUTH_JWT_KEY": jwt_key,
-            "CONTEXT_STATE_TARGET": f"127.0.0.1:{state_port}",
-            "CONTEXT_INDEX_PATH": str(tmp / "context.sqlite3"),
-        },
-    )
     token = mint_token(jwt_key, tenant="fuzz", scopes=SCOPES)
     bearer = (("authorization", f"Bearer {token}"),)
-    try:
-        state.wait_for_port(state_port, 30, "state_svc")
-        context.wait_for_port(context_port, 90, "context_svc")
-        with (
-            grpc.insecure_channel(f"127.0.0.1:{state_port}") as state_channel,
-            grpc.insecure_channel(f"127.0.0.1:{context_port}") as context_channel,
-        ):
-            yield {
-                "state": Target(state_channel, state, bearer),
-                "context": Target(context_channel, context, bearer),
-            }
-    finally:
-        context.stop()
-        state.stop()
+    with (
+        both_services(tmp, jwt_key) as (ports, state, context),
+        grpc.insecure_channel(f"127.0.0.1:{ports.state}") as state_channel,
+        grpc.insecure_channel(f"127.0.0.1:{ports.context}") as context_channel,
+    ):
+        yield {
+            "state": Target(state_channel, state, bearer),
+            "context": Target(context_channel, context, bearer),
+        }
 
 
 def send(target: Target, rpc: Rpc, payload: bytes) -> grpc.StatusCode:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT, ChildProcess, free_port, tool_path
+from tests.support.processes import ROOT, ChildProcess, both_services, free_port, tool_path
 from voiceagent_backbone.servicekit.auth import mint_token
 
 pytestmark = pytest.mark.tools
@@ -81,34 +81,10 @@ def test_state_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
 
 def test_context_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
     grpcurl = tool_path("grpcurl")
-    state_port, context_port = free_port(), free_port()
-    state = ChildProcess(
-        [sys.executable, "-m", "voiceagent_backbone.state_svc"],
-        log_dir / "state.log",
-        {
-            "STATE_PORT": str(state_port),
-            "STATE_METRICS_PORT": "-1",
-            "STATE_AUTH_JWT_KEY": jwt_key,
-            "STATE_SQLITE_PATH": str(log_dir / "state.sqlite3"),
-        },
-    )
-    context = ChildProcess(
-        [sys.executable, "-m", "voiceagent_backbone.context_svc"],
-        log_dir / "context.log",
-        {
-            "CONTEXT_PORT": str(context_port),
-            "CONTEXT_METRICS_PORT": "-1",
-            "CONTEXT_AUTH_JWT_KEY": jwt_key,
-            "CONTEXT_STATE_TARGET": f"127.0.0.1:{state_port}",
-            "CONTEXT_INDEX_PATH": str(log_dir / "context.sqlite3"),
-        },
-    )
-    try:
-        state.wait_for_port(state_port, 30, "state_svc")
-        context.wait_for_port(context_port, 90, "context_svc")
+    with both_services(log_dir, jwt_key) as (ports, _, _):
         token = mint_token(jwt_key, tenant="demo", scopes=["context.read", "context.write"])
         outputs = run_examples(
-            "context", "127.0.0.1:50052", f"127.0.0.1:{context_port}", token, grpcurl
+            "context", "127.0.0.1:50052", f"127.0.0.1:{ports.context}", token, grpcurl
         )
         ingested, facts, enriched, status = (json.loads(o) for o in outputs)
         assert ingested["document"]["chunk_count"] == 1
@@ -118,6 +94,3 @@ def test_context_examples_work_as_printed(jwt_key: str, log_dir: Path) -> None:
         assert "SOURCE_KIND_FACT" in sources
         assert "Elm Street" in enriched["context_block"]
         assert status["knowledge_chunks"] == "1"
-    finally:
-        context.stop()
-        state.stop()

@@ -8,8 +8,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,46 @@ def child_process(
         yield child
     finally:
         child.stop()
+
+
+@dataclass(frozen=True)
+class ServicePorts:
+    state: int
+    context: int
+
+
+@contextlib.contextmanager
+def both_services(
+    workdir: Path, jwt_key: str
+) -> Iterator[tuple[ServicePorts, ChildProcess, ChildProcess]]:
+    """state_svc (embedded SQLite) and context_svc following it, as
+    `python -m voiceagent_backbone.<service>` runs them, until both listen."""
+    ports = ServicePorts(free_port(), free_port())
+    state = ChildProcess(
+        [sys.executable, "-m", "voiceagent_backbone.state_svc"],
+        workdir / "state.log",
+        {
+            "STATE_PORT": str(ports.state),
+            "STATE_METRICS_PORT": "-1",
+            "STATE_AUTH_JWT_KEY": jwt_key,
+            "STATE_SQLITE_PATH": str(workdir / "state.sqlite3"),
+        },
+    )
+    context = ChildProcess(
+        [sys.executable, "-m", "voiceagent_backbone.context_svc"],
+        workdir / "context.log",
+        {
+            "CONTEXT_PORT": str(ports.context),
+            "CONTEXT_METRICS_PORT": "-1",
+            "CONTEXT_AUTH_JWT_KEY": jwt_key,
+            "CONTEXT_STATE_TARGET": f"127.0.0.1:{ports.state}",
+            "CONTEXT_INDEX_PATH": str(workdir / "context.sqlite3"),
+        },
+    )
+    try:
+        state.wait_for_port(ports.state, 30, "state_svc")
+        context.wait_for_port(ports.context, 90, "context_svc")
+        yield ports, state, context
+    finally:
+        context.stop()
+        state.stop()
