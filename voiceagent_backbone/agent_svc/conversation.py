@@ -194,6 +194,13 @@ class ConversationState:
         )
         self.backend.writer.save_snapshot(self.conversation_id, snapshot)
 
+    def finish(self, reason: str) -> None:
+        """The final snapshot, then the end of the conversation (once)."""
+        if self.ended:
+            return
+        self.save_snapshot(self.current_agent)
+        self.end(reason)
+
     def end(self, reason: str) -> None:
         if self.ended:
             return

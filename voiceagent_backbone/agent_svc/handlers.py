@@ -142,9 +142,7 @@ def attach_handlers(
             )
         # The conversation ends with the session: its final snapshot, then the end (a reason
         # set earlier, like the participant leaving, wins over the session's).
-        if not state.ended:
-            state.save_snapshot(state.current_agent)
-            state.end(state.end_reason or reason)
+        state.finish(state.end_reason or reason)
 
     session.on("user_input_transcribed", on_transcribed)
     session.on("conversation_item_added", on_item_added)

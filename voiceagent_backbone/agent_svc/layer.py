@@ -196,10 +196,7 @@ class Conversation:
 
     def end(self, reason: str) -> None:
         """Save the final snapshot and end the conversation (once; writes are queued)."""
-        if self.state.ended:
-            return
-        self.state.save_snapshot(self.state.current_agent)
-        self.state.end(reason)
+        self.state.finish(reason)
 
     async def aclose(self, timeout_s: float | None = None) -> bool:
         """End the conversation if the session's close did not (it may never come: after a
