@@ -208,21 +208,54 @@ async def test_snapshot_chat_item_time_out_of_range_is_invalid_argument(
 
 
 def forged(kind: str, **fields: Any) -> str:
+    """A token as tokens were before they were signed: base64url JSON, no mac."""
     raw = json.dumps({"k": kind, **fields}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def edited(token: str, **fields: Any) -> str:
+    """A real token with its payload changed and its mac kept."""
+    payload, _, mac = token.partition(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    raw = json.dumps({**body, **fields}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + mac
+
+
+async def _watch_code(stub: Any, request: pb.WatchRequest, md: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.Watch(request, metadata=md):
+            pass
+    return caught.value
 
 
 async def test_forged_page_tokens_and_cursors_are_invalid_argument(state: StateHandle) -> None:
     stub, md = state.stub(), state.metadata()
     cid = (await new_conversation(state)).conversation_id
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(
+            conversation_id=cid,
+            events=[event(), event(), event()],
+        ),
+        metadata=md,
+    )
+    first = await stub.GetHistory(
+        pb.GetHistoryRequest(conversation_id=cid, page_size=1), metadata=md
+    )
+    real = first.next_page_token
+    assert real
     binding = cid + "|"
     huge = 10**30
     history_tokens = [
+        # Unsigned, as before tokens were signed, with values no store can take.
         forged("history", b=binding, s=huge),
         forged("history", b=binding, s=-1),
         forged("history", b=binding, s=True),
-        forged("history", b=binding, s=1.5),
         forged("history", b=binding, s="1"),
+        # A real token edited: its mac no longer matches.
+        edited(real, s=2),
+        edited(real, s=huge),
+        real + "x",
+        real.partition(".")[0],
     ]
     for token in history_tokens:
         error = await _code(
@@ -232,22 +265,47 @@ async def test_forged_page_tokens_and_cursors_are_invalid_argument(state: StateH
         )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, token
         assert violations(error) == ["page_token"]
-    error = await _code(
-        stub.ListConversations(
-            pb.ListConversationsRequest(
-                user_id="user-1", page_token=forged("conversations", b="user-1", t=huge, i="x")
-            ),
+    # The real token reads on, bound to its own call.
+    rest = await stub.GetHistory(
+        pb.GetHistoryRequest(conversation_id=cid, page_token=real), metadata=md
+    )
+    assert [e.seq for e in rest.events] == [2, 3]
+    for token in (forged("conversations", b="user-1", t=huge, i="x"), real):
+        error = await _code(
+            stub.ListConversations(
+                pb.ListConversationsRequest(user_id="user-1", page_token=token), metadata=md
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violations(error) == ["page_token"]
+    tenant_md = state.metadata(scopes="state.read state.write")
+    changes = [
+        c
+        async for r in stub.Watch(pb.WatchRequest(stop_at_end=True), metadata=md)
+        for c in r.changes
+    ]
+    cursor = changes[0].cursor
+    for bad, who in (
+        (forged("feed", s=huge), md),
+        (forged("feed", s=[1]), md),
+        (edited(cursor, s=0), md),
+        # Before the upgrade, cursors were unsigned: only a platform reader, who may read
+        # the whole feed anyway, may still resume from one.
+        (forged("feed", s=1), tenant_md),
+        (real, md),
+    ):
+        error = await _watch_code(stub, pb.WatchRequest(cursor=bad, stop_at_end=True), who)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert violations(error) == ["cursor"]
+    legacy = [
+        c
+        async for r in stub.Watch(
+            pb.WatchRequest(cursor=forged("feed", s=1), all_tenants=True, stop_at_end=True),
             metadata=md,
         )
-    )
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    for cursor in (forged("feed", s=huge), forged("feed", s=[1])):
-        stream = stub.Watch(pb.WatchRequest(cursor=cursor, stop_at_end=True), metadata=md)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async for _ in stream:
-                pass
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert violations(caught.value) == ["cursor"]
+        for c in r.changes
+    ]
+    assert [c.cursor for c in legacy] == [c.cursor for c in changes[1:]]
     await _still_serving(state.channel)
 
 

@@ -473,6 +473,41 @@ async def _drain_list(stream: object) -> list[object]:
 # -- retention, export, delete --------------------------------------------------------
 
 
+async def test_page_tokens_and_cursors_read_on_another_replica(
+    state: StateHandle, jwt_key: str
+) -> None:
+    """Tokens are signed with a key kept in the database: a second replica on the same
+    database (or this one after a restart) takes what the first handed out."""
+    stub, md = state.stub(), state.metadata()
+    cid = (await new_conversation(state)).conversation_id
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=cid, events=[event() for _ in range(3)]),
+        metadata=md,
+    )
+    page = await stub.GetHistory(
+        pb.GetHistoryRequest(conversation_id=cid, page_size=1), metadata=md
+    )
+    feed = [
+        c
+        async for r in stub.Watch(pb.WatchRequest(stop_at_end=True), metadata=md)
+        for c in r.changes
+    ]
+    async with running_state(state.settings, jwt_key) as other:
+        rest = await other.stub().GetHistory(
+            pb.GetHistoryRequest(conversation_id=cid, page_token=page.next_page_token),
+            metadata=md,
+        )
+        assert [e.seq for e in rest.events] == [2, 3]
+        resumed = [
+            c
+            async for r in other.stub().Watch(
+                pb.WatchRequest(cursor=feed[0].cursor, stop_at_end=True), metadata=md
+            )
+            for c in r.changes
+        ]
+        assert [c.cursor for c in resumed] == [c.cursor for c in feed[1:]]
+
+
 async def test_retention_policy_and_sweep(state: StateHandle) -> None:
     stub, md = state.stub(), state.metadata("tenant-r")
     default = await stub.GetRetentionPolicy(pb.GetRetentionPolicyRequest(), metadata=md)

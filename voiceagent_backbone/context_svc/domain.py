@@ -9,6 +9,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from voiceagent_backbone.context_svc.store import (
     TurnRow,
 )
 from voiceagent_backbone.servicekit.errors import InvalidArgument, NotFound, Unavailable
+from voiceagent_backbone.servicekit.page_tokens import KEY_BYTES, PageTokens
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,9 @@ class ContextDomain:
         self.settings = settings
         self.store = store
         self.embedder = embedder
+        # Replaced in load() by the key kept in the index file, so page tokens outlive a
+        # restart of this replica.
+        self.page_tokens = PageTokens(secrets.token_bytes(KEY_BYTES))
         self.index = Index(embedder.dim)
         self.progress = FeedProgress()
         self.turn_count = 0
@@ -169,6 +174,11 @@ class ContextDomain:
     async def load(self) -> None:
         """Rebuilds the in-memory index from the store; re-embeds only after a model change."""
         started = time.perf_counter()
+        key = await self.store.get_meta("page_token_key")
+        if key is None:
+            key = secrets.token_hex(KEY_BYTES)
+            await self.store.set_meta("page_token_key", key)
+        self.page_tokens = PageTokens(bytes.fromhex(key))
         model = await self.store.get_meta("embedding_model")
         turns = await self.store.load_turns()
         chunks = await self.store.load_chunks()

@@ -20,7 +20,6 @@ from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.domain import ContextDomain, NewFact
 from voiceagent_backbone.context_svc.index import Hit, Source
 from voiceagent_backbone.context_svc.store import DocumentRow, FactRow
-from voiceagent_backbone.servicekit import tokens
 from voiceagent_backbone.servicekit.auth import current_principal
 from voiceagent_backbone.servicekit.budget import ByteBudget
 from voiceagent_backbone.servicekit.errors import NotFound, Validator
@@ -205,7 +204,7 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         after = ""
         if request.page_token:
             try:
-                after = str(tokens.decode("documents", request.page_token)["a"])
+                after = str(self.domain.page_tokens.decode("documents", request.page_token)["a"])
             except (ValueError, KeyError):
                 v.add("page_token", "is not a page token of this call")
         v.raise_if_any()
@@ -215,7 +214,9 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         fit = ByteBudget(self.settings.max_message_bytes).fill(page)
         out = pb.ListDocumentsResponse(documents=page[:fit])
         if fit < len(rows):
-            out.next_page_token = tokens.encode("documents", {"a": rows[fit - 1].document_id})
+            out.next_page_token = self.domain.page_tokens.encode(
+                "documents", {"a": rows[fit - 1].document_id}
+            )
         return out
 
     # -- facts ---------------------------------------------------------------------------

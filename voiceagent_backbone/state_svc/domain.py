@@ -19,6 +19,7 @@ from voiceagent_backbone.servicekit.errors import (
     NotFound,
     Unavailable,
 )
+from voiceagent_backbone.servicekit.page_tokens import PageTokens
 from voiceagent_backbone.state_svc import metrics
 from voiceagent_backbone.state_svc.config import StateSettings
 from voiceagent_backbone.state_svc.feed import FeedHub, FeedSignal
@@ -59,9 +60,13 @@ def utcnow() -> datetime:
 
 
 class StateDomain:
-    def __init__(self, store: ConversationStore, settings: StateSettings) -> None:
+    def __init__(
+        self, store: ConversationStore, settings: StateSettings, page_tokens: PageTokens
+    ) -> None:
         self.store = store
         self.settings = settings
+        # Kept here for the servicer: the key comes from the store this domain owns.
+        self.page_tokens = page_tokens
         self.feed = FeedSignal()
         self.hub = FeedHub(
             store,

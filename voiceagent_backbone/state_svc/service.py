@@ -11,6 +11,7 @@ import grpc
 
 from voiceagent_backbone.api.state.v1 import state_pb2, state_pb2_grpc
 from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.page_tokens import KEY_BYTES, PageTokens
 from voiceagent_backbone.servicekit.scopes import method_scopes
 from voiceagent_backbone.servicekit.server import ServiceDefinition
 from voiceagent_backbone.state_svc.config import StateSettings
@@ -67,7 +68,10 @@ async def open_domain(settings: StateSettings) -> AsyncIterator[StateDomain]:
     store = make_store(settings)
     await store.open()
     log.info("store open", extra={"backend": store.name})
-    domain = StateDomain(store, settings)
+    # One key per database: a page token or cursor from one replica reads on any other,
+    # and after a restart.
+    page_tokens = PageTokens(await store.shared_secret("page_tokens", KEY_BYTES))
+    domain = StateDomain(store, settings, page_tokens)
     try:
         yield domain
     finally:
@@ -76,7 +80,7 @@ async def open_domain(settings: StateSettings) -> AsyncIterator[StateDomain]:
 
 
 def definition(domain: StateDomain) -> ServiceDefinition:
-    servicer = StateServicer(domain)
+    servicer = StateServicer(domain, domain.page_tokens)
 
     def register(server: grpc.aio.Server) -> None:
         state_pb2_grpc.add_StateServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -10,10 +10,10 @@ from google.protobuf import duration_pb2
 
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
-from voiceagent_backbone.servicekit import tokens
 from voiceagent_backbone.servicekit.auth import current_principal
 from voiceagent_backbone.servicekit.budget import ByteBudget
 from voiceagent_backbone.servicekit.errors import PermissionDenied, ResourceExhausted, Validator
+from voiceagent_backbone.servicekit.page_tokens import PageTokens
 from voiceagent_backbone.state_svc import metrics, wire
 from voiceagent_backbone.state_svc.domain import StateDomain, utcnow
 from voiceagent_backbone.state_svc.model import Conversation, Event, Snapshot, UserProfile
@@ -30,8 +30,9 @@ def _tenant() -> str:
 
 
 class StateServicer(state_pb2_grpc.StateServiceServicer):
-    def __init__(self, domain: StateDomain) -> None:
+    def __init__(self, domain: StateDomain, page_tokens: PageTokens) -> None:
         self.domain = domain
+        self.tokens = page_tokens
         self.checks = Checks(domain.settings)
 
     # -- conversations ----------------------------------------------------------------
@@ -71,7 +72,9 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         v = Validator()
         self.checks.user_id(v, "user_id", request.user_id)
         self.checks.page_size(v, "page_size", request.page_size, 100)
-        fields = wire.page_token(v, "conversations", request.page_token, request.user_id)
+        fields = wire.page_token(
+            v, self.tokens, "conversations", request.page_token, request.user_id
+        )
         after = None
         if fields is not None:
             at, conversation_id = fields.get("t"), fields.get("i")
@@ -90,7 +93,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         if fit < len(found):
             found, page = found[:fit], page[:fit]
             last = found[-1]
-            next_token = tokens.encode(
+            next_token = self.tokens.encode(
                 "conversations",
                 {
                     "b": request.user_id,
@@ -137,7 +140,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             v.add("last_n", "must be between 0 and 1000")
         self.checks.page_size(v, "page_size", request.page_size, 1000)
         binding = request.conversation_id + "|" + ",".join(str(t) for t in request.types)
-        fields = wire.page_token(v, "history", request.page_token, binding)
+        fields = wire.page_token(v, self.tokens, "history", request.page_token, binding)
         after_seq = 0
         if fields is not None:
             seq = fields.get("s")
@@ -163,7 +166,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         next_token = ""
         if fit < len(events):
             page = page[:fit]
-            next_token = tokens.encode("history", {"b": binding, "s": page[-1].seq})
+            next_token = self.tokens.encode("history", {"b": binding, "s": page[-1].seq})
         return pb.GetHistoryResponse(
             events=page, next_page_token=next_token, last_seq=conversation.last_seq
         )
@@ -210,14 +213,15 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         watch_send_timeout_s ends the stream (RESOURCE_EXHAUSTED), so a stalled consumer
         holds no memory and no hub position for ever."""
         v = Validator()
-        after = wire.cursor_from(v, request.cursor)
+        principal = current_principal()
+        platform = principal.allows(FEED_SCOPE)
+        after = wire.cursor_from(v, self.tokens, request.cursor, platform=platform)
         if request.max_batch < 0 or request.max_batch > 1000:
             v.add("max_batch", "must be between 0 and 1000")
         v.raise_if_any()
-        principal = current_principal()
         tenant: str | None = principal.tenant_id
         if request.all_tenants:
-            if not principal.allows(FEED_SCOPE):
+            if not platform:
                 raise PermissionDenied(f"following every tenant needs the scope {FEED_SCOPE!r}")
             tenant = None
         # Replies of at most 1 MiB: what a stalled consumer's stream can hold.
@@ -228,7 +232,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             async for changes, caught_up, backlog in self.domain.watch(
                 after, tenant, request.max_batch or 100, request.stop_at_end
             ):
-                items = [wire.change_pb(change) for change in changes]
+                items = [wire.change_pb(change, self.tokens) for change in changes]
                 # A batch that does not fit in one reply goes out as several, in order;
                 # only the last says caught_up, each counts what follows it in its backlog.
                 while True:

@@ -15,9 +15,10 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
-from voiceagent_backbone.servicekit import tokens
+from voiceagent_backbone.servicekit import page_tokens
 from voiceagent_backbone.servicekit.errors import Validator
 from voiceagent_backbone.servicekit.ids import is_uuid, is_uuid7, uuid7
+from voiceagent_backbone.servicekit.page_tokens import PageTokens
 from voiceagent_backbone.state_svc.config import StateSettings
 from voiceagent_backbone.state_svc.model import (
     Change,
@@ -350,12 +351,14 @@ def user_profile(checks: Checks, request: pb.UpsertUserRequest) -> UserProfile:
     return UserProfile(u.user_id, u.display_name, struct_dict(u.preferences))
 
 
-def page_token(v: Validator, kind: str, token: str, binding: str) -> dict[str, Any] | None:
+def page_token(
+    v: Validator, codec: PageTokens, kind: str, token: str, binding: str
+) -> dict[str, Any] | None:
     """Decoded page token fields, or None for the first page; bound to the request."""
     if not token:
         return None
     try:
-        fields = tokens.decode(kind, token)
+        fields = codec.decode(kind, token)
     except ValueError:
         v.add("page_token", "is not a page token of this call")
         return None
@@ -449,8 +452,8 @@ def deletion_pb(d: Deletion) -> pb.Deletion:
     )
 
 
-def change_pb(change: Change) -> pb.Change:
-    item = pb.Change(cursor=cursor_token(change.feed_seq))
+def change_pb(change: Change, codec: PageTokens) -> pb.Change:
+    item = pb.Change(cursor=codec.encode("feed", {"s": change.feed_seq}))
     if change.event is not None:
         item.event.CopyFrom(event_pb(change.event))
     elif change.deletion is not None:
@@ -458,17 +461,17 @@ def change_pb(change: Change) -> pb.Change:
     return item
 
 
-def cursor_token(feed_seq: int) -> str:
-    return tokens.encode("feed", {"s": feed_seq})
-
-
-def cursor_from(v: Validator, token: str) -> int:
+def cursor_from(v: Validator, codec: PageTokens, token: str, *, platform: bool) -> int:
+    """The feed position after `token`. A platform reader (state.feed) may also resume from
+    an unsigned cursor persisted before cursors were signed: it may read the whole feed
+    anyway, so a forged position gives it nothing."""
     if not token:
         return 0
     try:
-        value = tokens.decode("feed", token).get("s")
+        value = codec.decode("feed", token).get("s")
     except ValueError:
-        value = None
+        legacy = page_tokens.legacy_fields("feed", token) if platform else None
+        value = None if legacy is None else legacy.get("s")
     if not isinstance(value, int) or value < 0:
         v.add("cursor", "is not a cursor handed out by Watch")
         return 0

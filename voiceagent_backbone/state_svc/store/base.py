@@ -72,6 +72,10 @@ class ConversationStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        """A random secret of `size` bytes made once per database and then kept: every
+        replica on the same database reads the same one (it keys the page tokens)."""
+
     async def create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
         """Insert, or return the existing conversation with that id (False) for retries."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -257,6 +258,23 @@ class MongoStore:
         await self._meta.update_one(
             {"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True
         )
+
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        doc_id = f"secret:{name}"
+        try:
+            # $setOnInsert: the first replica's value wins; later ones read it back.
+            with contextlib.suppress(DuplicateKeyError):
+                await self._meta.update_one(
+                    {"_id": doc_id},
+                    {"$setOnInsert": {"value": secrets.token_bytes(size)}},
+                    upsert=True,
+                )
+            found = await self._meta.find_one({"_id": doc_id})
+        except _DB_ERRORS as exc:
+            raise _failure(exc) from exc
+        if found is None or not isinstance(found.get("value"), bytes):
+            raise StoreError(f"the meta document {doc_id!r} holds no secret")
+        return bytes(found["value"])
 
     async def close(self) -> None:
         await self._appends.stop()

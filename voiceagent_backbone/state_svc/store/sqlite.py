@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -222,6 +223,18 @@ class SqliteStore:
 
         await self._run(self._writer, lambda: migrate(self._wconn))  # type: ignore[arg-type]
         self._appends.start()
+
+    async def shared_secret(self, name: str, size: int) -> bytes:
+        key = f"secret:{name}"
+
+        def get_or_make(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                (key, secrets.token_hex(size)),
+            )
+            return str(conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+
+        return bytes.fromhex(await self._write(get_or_make))
 
     async def close(self) -> None:
         await self._appends.stop()
