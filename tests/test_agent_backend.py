@@ -12,12 +12,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import grpc
+import pytest
+
 from tests.support.agent import agent_settings, sample
 from tests.support.processes import ChildProcess, free_port, wait_until
 from tests.support.state import event, running_state, state_settings
 from voiceagent_backbone.agent_svc.backend import BackendClient
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.servicekit import keygen
+from voiceagent_backbone.servicekit.auth import mint_token
 from voiceagent_backbone.servicekit.ids import uuid7
+from voiceagent_backbone.servicekit.signing import public_jwk
 
 
 def _create(conversation_id: str) -> pb.CreateConversationRequest:
@@ -309,3 +316,54 @@ async def test_writes_beyond_the_memory_queue_wait_in_the_spool_and_keep_their_o
     finally:
         await client.aclose(1)
     assert [e.event_id for e in stored] == sent
+
+
+async def test_agent_with_only_a_token_file_writes_its_tenant_and_nothing_more(
+    tmp_path: Path,
+) -> None:
+    """Least privilege: state_svc verifies with a public key set, the agent holds a token
+    for its tenant and scopes (no signing key), and the token reaches nothing else."""
+    jwks, issuer = tmp_path / "jwks.json", tmp_path / "issuer.pem"
+    assert keygen.main(["--jwks", str(jwks), "--private-key", str(issuer)]) == 0
+    pem = issuer.read_text()
+    kid = public_jwk(pem)["kid"]
+
+    def token(tenant: str, scopes: str) -> str:
+        return mint_token(
+            pem, tenant=tenant, scopes=scopes.split(), algorithm="ES256", key_id=kid, ttl_s=600
+        )
+
+    token_file = tmp_path / "agent-token"
+    token_file.write_text(token("acme", "state.read state.write"))
+    port = free_port()
+    settings = state_settings(
+        "sqlite", tmp_path, "", None, port=port, auth_jwt_key=None, auth_jwks_file=jwks
+    )
+    async with running_state(settings, ""):
+        agent = agent_settings(tmp_path, "", port, auth_jwt_key=None, auth_token_file=token_file)
+        client = BackendClient(agent)
+        await client.start()
+        conversation_id = uuid7()
+        try:
+            client.writer.create_conversation(_create(conversation_id))
+            client.writer.append_event(conversation_id, event(text="from the agent"))
+            assert await client.flush(10.0)
+        finally:
+            await client.aclose(1.0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = state_pb2_grpc.StateServiceStub(channel)  # type: ignore[no-untyped-call]
+            acme = (("authorization", f"Bearer {token('acme', 'state.read')}"),)
+            stored = await _stored(stub, acme, conversation_id)
+            assert [e.text for e in stored] == ["from the agent"]
+            agent_md = (("authorization", f"Bearer {token_file.read_text()}"),)
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await stub.DeleteUserData(
+                    pb.DeleteUserDataRequest(user_id="user-1"), metadata=agent_md
+                )
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            other = (("authorization", f"Bearer {token('globex', 'state.read')}"),)
+            with pytest.raises(grpc.aio.AioRpcError) as hidden:
+                await stub.GetConversation(
+                    pb.GetConversationRequest(conversation_id=conversation_id), metadata=other
+                )
+            assert hidden.value.code() == grpc.StatusCode.NOT_FOUND

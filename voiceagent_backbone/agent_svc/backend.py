@@ -18,16 +18,18 @@ from voiceagent_backbone.agent_svc.reader import FailOpenReader
 from voiceagent_backbone.agent_svc.writer import DurableWriter
 from voiceagent_backbone.api.context.v1 import context_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
-from voiceagent_backbone.servicekit.auth import RenewingToken
-from voiceagent_backbone.servicekit.client import create_channel
+from voiceagent_backbone.servicekit.auth import RenewingToken, TokenFile
+from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 
 STATE_SCOPES = ("state.read", "state.write")
 CONTEXT_SCOPES = ("context.read",)
 
 
-def _token(settings: AgentSettings, scopes: tuple[str, ...]) -> RenewingToken | None:
-    """Bearer tokens minted from the shared HS256 key; none when the services run without
-    authentication."""
+def _token(settings: AgentSettings, scopes: tuple[str, ...]) -> TokenProvider | None:
+    """The agent's bearer token: from its token file, or minted from the shared HS256 key
+    (one machine); none when the services run without authentication."""
+    if settings.auth_token_file is not None:
+        return TokenFile(settings.auth_token_file)
     key = settings.jwt_key()
     if key is None:
         return None

@@ -33,6 +33,11 @@ class AgentSettings(BaseSettings):
     state_target: str = "127.0.0.1:50051"
     context_target: str = "127.0.0.1:50052"
     # Empty: no enrichment (the agent still persists everything to state_svc).
+    # Credentials, least privilege first: a token file (the pod's projected
+    # service-account token, or a token for this agent's tenant from a mounted Secret),
+    # read again when it changes; or, on one machine, the services' shared HS256 key,
+    # from which the agent mints its own tokens for AGENT_TENANT.
+    auth_token_file: Path | None = None
     auth_jwt_key: SecretStr | None = None
     auth_jwt_key_file: Path | None = None
     auth_jwt_issuer: str | None = None
@@ -100,8 +105,17 @@ class AgentSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> AgentSettings:
-        if self.auth_jwt_key is not None and self.auth_jwt_key_file is not None:
-            raise ValueError("set AGENT_AUTH_JWT_KEY or AGENT_AUTH_JWT_KEY_FILE, not both")
+        sources = [
+            name
+            for name, value in (
+                ("AGENT_AUTH_TOKEN_FILE", self.auth_token_file),
+                ("AGENT_AUTH_JWT_KEY", self.auth_jwt_key),
+                ("AGENT_AUTH_JWT_KEY_FILE", self.auth_jwt_key_file),
+            )
+            if value is not None
+        ]
+        if len(sources) > 1:
+            raise ValueError(f"set one of {' or '.join(sources)}, not several")
         return self
 
     def jwt_key(self) -> str | None:

@@ -68,10 +68,3 @@ class ContextSettings(ServiceSettings):
                 "CONTEXT_MAX_MESSAGE_BYTES (ListFacts returns them in one reply)"
             )
         return self
-
-    def state_token_value(self) -> str | None:
-        if self.state_token is not None:
-            return self.state_token.get_secret_value()
-        if self.state_token_file is not None:
-            return self.state_token_file.read_text().strip()
-        return None

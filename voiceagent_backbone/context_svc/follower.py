@@ -19,7 +19,7 @@ from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.context_svc import metrics
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.domain import ContextDomain, DeletionEvent, FeedItem, TurnEvent
-from voiceagent_backbone.servicekit.auth import RenewingToken
+from voiceagent_backbone.servicekit.auth import RenewingToken, TokenFile
 from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,13 @@ def feed_item(change: pb.Change) -> FeedItem | None:
 
 
 def token_provider(settings: ContextSettings) -> TokenProvider | None:
-    static = settings.state_token_value()
-    if static is not None:
+    if settings.state_token is not None:
+        static = settings.state_token.get_secret_value()
         return lambda: static
+    if settings.state_token_file is not None:
+        # Read again when it changes: a projected service-account token is replaced by
+        # the kubelet before it expires.
+        return TokenFile(settings.state_token_file)
     key = settings.jwt_key()
     if key is None or not settings.auth_jwt_algorithms[0].startswith("HS"):
         return None

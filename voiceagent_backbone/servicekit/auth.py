@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import jwt
 
 from voiceagent_backbone.servicekit.errors import PermissionDenied, Unauthenticated
+from voiceagent_backbone.servicekit.keys import VerificationKeys, unverified_header
 
 # Calls that must work without a token: load balancers and grpcurl discovery.
 PUBLIC_SERVICES = (
@@ -75,46 +79,59 @@ def reset_principal(token: contextvars.Token[Principal | None]) -> None:
         _current.reset(token)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What an identity without tenant claims (a Kubernetes service account) may do."""
+
+    tenant: str
+    scopes: frozenset[str]
+
+
 class JwtVerifier:
-    """Verifies bearer tokens with one configured key."""
+    """Verifies bearer tokens with the configured keys (see servicekit.keys).
+
+    A token carries its tenant and scopes as claims, or its subject is listed in `grants`
+    (a projected service-account token carries neither: the operator says in the service's
+    settings which tenant and scopes each service account holds). A listed subject gets
+    exactly its grant, whatever claims the token makes.
+    """
 
     def __init__(
         self,
-        key: str,
-        algorithms: Iterable[str],
+        keys: VerificationKeys,
         *,
         issuer: str | None = None,
         audience: str | None = None,
         require_exp: bool = True,
         leeway_s: float = 5.0,
         max_lifetime_s: float | None = None,
+        grants: Mapping[str, Grant] | None = None,
     ) -> None:
-        self._key = key
-        self._algorithms = list(algorithms)
+        self.keys = keys
         self._issuer = issuer
         self._audience = audience
-        self._required = [TENANT_CLAIM] + (["exp"] if require_exp else [])
+        self._required = ["exp"] if require_exp else []
         self._leeway = leeway_s
         self._max_lifetime = max_lifetime_s
+        self._grants = dict(grants or {})
 
-    def verify(self, authorization: str | None) -> Principal:
+    async def verify(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthenticated("missing bearer token in 'authorization' metadata")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("the 'authorization' metadata must be 'Bearer <token>'")
+        key = await self.keys.key_for(unverified_header(token))
         try:
             claims = jwt.decode(
-                token.strip(),
-                self._key,
-                algorithms=self._algorithms,
+                token,
+                key.key,
+                algorithms=key.algorithms,
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
-                options={
-                    "require": self._required,
-                    "verify_aud": self._audience is not None,
-                },
+                options={"require": self._required, "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("token expired") from exc
@@ -123,6 +140,10 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             # The library's message names the failed check, never the token itself.
             raise Unauthenticated(f"invalid token: {exc}") from exc
+        self._check_lifetime(claims)
+        return self._principal(claims)
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
         expires = claims.get("exp")
         if (
             self._max_lifetime is not None
@@ -133,14 +154,19 @@ class JwtVerifier:
                 f"token expires too far ahead: this service accepts at most "
                 f"{self._max_lifetime:.0f}s of remaining lifetime"
             )
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        subject = str(claims.get("sub", ""))
+        grant = self._grants.get(subject)
+        if grant is not None:
+            return Principal(tenant_id=grant.tenant, subject=subject, scopes=grant.scopes)
         tenant = claims.get(TENANT_CLAIM)
         if not isinstance(tenant, str) or not tenant or len(tenant) > 128:
-            raise Unauthenticated("token has no valid 'tenant' claim")
-        return Principal(
-            tenant_id=tenant,
-            subject=str(claims.get("sub", "")),
-            scopes=frozenset(_scopes(claims)),
-        )
+            raise Unauthenticated(
+                "token has no valid 'tenant' claim and its subject has no grant in this "
+                "service's auth_grants"
+            )
+        return Principal(tenant_id=tenant, subject=subject, scopes=frozenset(_scopes(claims)))
 
 
 def _scopes(claims: dict[str, object]) -> list[str]:
@@ -163,8 +189,11 @@ def mint_token(
     algorithm: str = "HS256",
     issuer: str | None = None,
     audience: str | None = None,
+    key_id: str | None = None,
 ) -> str:
-    """A signed token for clients, tests and the README's grpcurl examples."""
+    """A signed token for clients, tests and the README's grpcurl examples. `key` is the
+    HS* shared secret or the PEM private key of an asymmetric algorithm; `key_id` names it
+    in the token's header (the `kid` services look up in their key set)."""
     now = int(time.time())
     claims: dict[str, object] = {
         TENANT_CLAIM: tenant,
@@ -178,7 +207,8 @@ def mint_token(
         claims["iss"] = issuer
     if audience:
         claims["aud"] = audience
-    return jwt.encode(claims, key, algorithm=algorithm)
+    headers = {"kid": key_id} if key_id else None
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
 
 class RenewingToken:
@@ -216,4 +246,23 @@ class RenewingToken:
                 audience=self.audience,
             )
             self._renew_at = now + self.ttl_s / 2
+        return self._token
+
+
+class TokenFile:
+    """A token provider for clients that are handed a token rather than a key: a mounted
+    Secret, or the pod's projected service-account token, which the kubelet replaces
+    before it expires. The file is read again when it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._token = ""
+
+    def __call__(self) -> str:
+        info = os.stat(self.path)
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            self._token = self.path.read_text().strip()
+            self._stamp = stamp
         return self._token

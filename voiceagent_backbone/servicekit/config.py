@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,15 @@ def secret_value(value: SecretStr | None, file: Path | None) -> str | None:
     if file is not None:
         return file.read_text().strip()
     return None
+
+
+class Grant(BaseModel):
+    """What one token subject may do: `{"tenant": "acme", "scopes": ["state.read"]}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(min_length=1, max_length=128)
+    scopes: list[str]
 
 
 class ServiceSettings(BaseSettings):
@@ -57,11 +66,23 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str | None = None
     trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
 
-    # Authentication: JWT bearer tokens verified with this key (HS* shared secret, or the
-    # PEM public key for RS*/ES*/EdDSA). The key may also come from a file (a mounted Secret).
+    # Authentication: JWT bearer tokens verified with a static key (HS* shared secret, or
+    # the PEM public key for RS*/ES*/EdDSA; the key may come from a file, a mounted Secret),
+    # and/or the public keys of a JSON Web Key Set in a file (re-read when it changes: key
+    # rotation) or at a URL (the cluster's /openid/v1/jwks for service-account tokens).
     auth_jwt_key: SecretStr | None = None
     auth_jwt_key_file: Path | None = None
     auth_jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    auth_jwks_file: Path | None = None
+    auth_jwks_url: str | None = None
+    # For an https auth_jwks_url: the CA to trust and a bearer token to send (in a pod: the
+    # service account's ca.crt and token).
+    auth_jwks_ca_file: Path | None = None
+    auth_jwks_token_file: Path | None = None
+    auth_jwks_refresh_s: float = Field(default=300.0, ge=5)
+    # Subject -> tenant and scopes, for tokens that carry no tenant claim (Kubernetes
+    # service-account tokens: subject "system:serviceaccount:<namespace>:<name>").
+    auth_grants: dict[str, Grant] = Field(default_factory=dict)
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
     auth_require_exp: bool = True

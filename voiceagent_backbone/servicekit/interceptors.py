@@ -295,7 +295,7 @@ class AuthScope:
             principal = auth.Principal("default", "anonymous", frozenset({auth.ALL}))
         else:
             try:
-                principal = self._verifier.verify(info.metadata.get("authorization"))
+                principal = await self._verifier.verify(info.metadata.get("authorization"))
             except DomainError as exc:
                 await context.abort(exc.code, exc.message)
             required = self._method_scopes.get(info.full_method)

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from voiceagent_backbone.servicekit import auth, interceptors, tracing
 from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.keys import JwksFile, JwksUrl, VerificationKeys
 from voiceagent_backbone.servicekit.logging import configure_logging
 from voiceagent_backbone.servicekit.metrics import MetricsEndpoint, start_metrics_endpoint
 
@@ -70,6 +71,7 @@ class GrpcServer:
         self._metrics: MetricsEndpoint | None = None
         self._stopped = asyncio.Event()
         verifier = _verifier(settings, definition.name)
+        self._key_urls = [] if verifier is None else verifier.keys.urls
         chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [
             tracing.server_interceptor(definition.untraced_methods),
             interceptors.ScopedInterceptor(interceptors.metrics_scope),
@@ -106,6 +108,8 @@ class GrpcServer:
                 self.settings.metrics_host, self.settings.metrics_port
             )
             self.metrics_port = self._metrics.port
+        for source in self._key_urls:
+            await source.start()
         await self.server.start()
         for name in ["", *definition.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -132,6 +136,8 @@ class GrpcServer:
                 await hook()
             except Exception:
                 log.exception("shutdown hook failed")
+        for source in self._key_urls:
+            await source.stop()
         if self._metrics is not None:
             self._metrics.stop()
         tracing.shutdown_tracing()
@@ -146,24 +152,51 @@ def _verifier(settings: ServiceSettings, service: str) -> auth.JwtVerifier | Non
     if settings.auth_disabled:
         log.warning("authentication is DISABLED: every caller is tenant 'default' with all scopes")
         return None
-    key = settings.jwt_key()
-    if not key:
-        raise SystemExit(
-            f"{service}: no JWT verification key. Set the auth_jwt_key (or auth_jwt_key_file) "
-            "setting through the service's environment prefix, or auth_disabled=true for a "
-            "local experiment."
-        )
-    if any(a.startswith("HS") for a in settings.auth_jwt_algorithms) and len(key.encode()) < 32:
-        # RFC 7518 §3.2: an HMAC key shorter than the hash output is guessable.
-        raise SystemExit(f"{service}: the JWT key for HS* algorithms must be at least 32 bytes")
+    try:
+        keys = _verification_keys(settings, service)
+    except ValueError as exc:
+        raise SystemExit(f"{service}: {exc}") from exc
     return auth.JwtVerifier(
-        key,
-        settings.auth_jwt_algorithms,
+        keys,
         issuer=settings.auth_jwt_issuer,
         audience=settings.auth_jwt_audience,
         require_exp=settings.auth_require_exp,
         max_lifetime_s=settings.auth_max_token_lifetime_s,
+        grants={
+            subject: auth.Grant(g.tenant, frozenset(g.scopes))
+            for subject, g in settings.auth_grants.items()
+        },
     )
+
+
+def _verification_keys(settings: ServiceSettings, service: str) -> VerificationKeys:
+    key = settings.jwt_key()
+    if not key and settings.auth_jwks_file is None and settings.auth_jwks_url is None:
+        raise ValueError(
+            "no key to verify tokens with. Set the auth_jwt_key (or auth_jwt_key_file), "
+            "auth_jwks_file or auth_jwks_url setting through the service's environment "
+            "prefix, or auth_disabled=true for a local experiment."
+        )
+    if key and any(a.startswith("HS") for a in settings.auth_jwt_algorithms):
+        if len(key.encode()) < 32:
+            # RFC 7518 §3.2: an HMAC key shorter than the hash output is guessable.
+            raise ValueError("the JWT key for HS* algorithms must be at least 32 bytes")
+        log.warning(
+            "verifying with a shared HS* key: whoever holds it can mint tokens for any "
+            "tenant; use public keys (auth_jwks_file or auth_jwks_url) in production"
+        )
+    files = [JwksFile(settings.auth_jwks_file)] if settings.auth_jwks_file else []
+    urls = []
+    if settings.auth_jwks_url:
+        urls.append(
+            JwksUrl(
+                settings.auth_jwks_url,
+                ca_file=settings.auth_jwks_ca_file,
+                token_file=settings.auth_jwks_token_file,
+                refresh_s=settings.auth_jwks_refresh_s,
+            )
+        )
+    return VerificationKeys(key or None, settings.auth_jwt_algorithms, files, urls)
 
 
 ServiceFactory = Callable[[ServiceSettings], AbstractAsyncContextManager[ServiceDefinition]]

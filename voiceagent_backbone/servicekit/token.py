@@ -1,8 +1,11 @@
-"""Mint a bearer token for grpcurl and scripts:
+"""Mint a bearer token for grpcurl, scripts and agents:
 `python -m voiceagent_backbone.servicekit.token --tenant demo`.
 
-The key comes from --key-file, or the environment variable named by --key-env
-(default STATE_AUTH_JWT_KEY). The token is printed on stdout and nowhere else.
+The signing key comes from --key-file, or the environment variable named by --key-env
+(default STATE_AUTH_JWT_KEY). A PEM private key (made by
+`python -m voiceagent_backbone.servicekit.keygen`) signs with its own algorithm and names
+its key id, which the services look up in their key set; anything else is an HS256 shared
+secret. The token is printed on stdout and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from pathlib import Path
 
 from voiceagent_backbone.servicekit.auth import mint_token
+from voiceagent_backbone.servicekit.signing import public_jwk
 
 DEFAULT_SCOPES = "state.read state.write context.read context.write"
 
@@ -25,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scopes", default=DEFAULT_SCOPES, help="space-separated scopes")
     parser.add_argument("--subject", default="cli")
     parser.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
-    parser.add_argument("--algorithm", default="HS256")
+    parser.add_argument("--issuer", help="the iss claim (when the services check one)")
+    parser.add_argument("--audience", help="the aud claim (when the services check one)")
     parser.add_argument("--key-file", type=Path)
     parser.add_argument("--key-env", default="STATE_AUTH_JWT_KEY")
     args = parser.parse_args(argv)
@@ -40,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no signing key: pass --key-file or set {args.key_env}")
     if args.ttl <= 0:
         parser.error("--ttl must be positive")
+    algorithm, key_id = "HS256", None
+    if key.startswith("-----BEGIN"):
+        try:
+            jwk = public_jwk(key)
+        except ValueError as exc:
+            parser.error(f"the signing key is not a usable private key: {exc}")
+        algorithm, key_id = jwk["alg"], jwk["kid"]
     sys.stdout.write(
         mint_token(
             key,
@@ -47,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             scopes=args.scopes.split(),
             subject=args.subject,
             ttl_s=args.ttl,
-            algorithm=args.algorithm,
+            algorithm=algorithm,
+            issuer=args.issuer,
+            audience=args.audience,
+            key_id=key_id,
         )
         + "\n"
     )
