@@ -28,12 +28,20 @@ def mongo_target(workdir: Path) -> Iterator[MongoTarget]:
     if external:
         yield MongoTarget(external, database, "external")
         return
-    binary = tool_path("ferretdb")
     port = free_port()
+    args = ferretdb_command(workdir, port)
+    with child_process(args, workdir / "ferretdb.log") as proc:
+        proc.wait_for_port(port, timeout_s=30, what="FerretDB")
+        yield MongoTarget(f"mongodb://127.0.0.1:{port}/", database, "ferretdb")
+
+
+def ferretdb_command(workdir: Path, port: int) -> list[str | os.PathLike[str]]:
+    """FerretDB on SQLite files in WORKDIR/data, listening on PORT: run it again with the
+    same arguments and it serves the same data (the chaos test restarts it)."""
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    args: list[str | os.PathLike[str]] = [
-        binary,
+    return [
+        tool_path("ferretdb"),
         f"--listen-addr=127.0.0.1:{port}",
         "--handler=sqlite",
         f"--sqlite-url=file:{data}/",
@@ -42,6 +50,3 @@ def mongo_target(workdir: Path) -> Iterator[MongoTarget]:
         f"--debug-addr=127.0.0.1:{free_port()}",
         "--log-level=warn",
     ]
-    with child_process(args, workdir / "ferretdb.log") as proc:
-        proc.wait_for_port(port, timeout_s=30, what="FerretDB")
-        yield MongoTarget(f"mongodb://127.0.0.1:{port}/", database, "ferretdb")
