@@ -13,6 +13,10 @@ Mode `locomo` (DATASET=path/to/locomo-format.json):
 Mode `generated`: --turns generated turns over --users users, then Enrich latency for
 --queries questions, and the index's memory (vector bytes and process RSS).
 
+Mode `ingest`: context_svc alone ingests two documents of the largest size allowed
+(512 KiB), one paragraph repeated and one of distinct generated prose, while another client
+calls Enrich and the health check in a loop; then asks for the last passage of each.
+
 Prints JSON lines; the last one is the summary.
 """
 
@@ -28,13 +32,15 @@ import secrets
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.servers import context_service, free_port, mongodb, state_service
 from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
@@ -381,6 +387,151 @@ async def run_generated(
     }
 
 
+# -- mode ingest ------------------------------------------------------------------------
+
+DOCUMENT_BYTES = 512 * 1024  # context_svc's default CONTEXT_MAX_DOCUMENT_BYTES
+FILLER = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
+    "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud "
+    "exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat."
+)
+LAST_PASSAGE = (
+    "Lost badges. A lost staff badge is replaced at the security desk on level minus two, "
+    "for a fee of fifteen euros, on weekdays between nine and eleven."
+)
+LAST_QUESTION = "where do I get a new staff badge after losing mine?"
+PROBE_INTERVAL_S = 0.05
+
+
+def document_of(paragraph: Callable[[], str]) -> str:
+    """Paragraphs up to DOCUMENT_BYTES, the last one LAST_PASSAGE."""
+    parts: list[str] = []
+    size = len(LAST_PASSAGE.encode())
+    while True:
+        text = paragraph()
+        if size + len(text.encode()) + 2 > DOCUMENT_BYTES:
+            break
+        parts.append(text)
+        size += len(text.encode()) + 2
+    return "\n\n".join([*parts, LAST_PASSAGE])
+
+
+def distinct_paragraph(rng: random.Random) -> str:
+    """Generated prose whose chunks all differ (each must be embedded)."""
+    sentences = []
+    for _ in range(rng.randint(3, 8)):
+        user, _ = generated_turn(rng)
+        sentences.append(f"{user} Case {rng.randint(1000, 99999)} is {rng.choice(WHEN)}.")
+    return " ".join(sentences)
+
+
+@dataclass
+class Probes:
+    """What a client sees of context_svc while something else runs: Enrich and health-check
+    latencies (ms), and the process's memory (not its peak since start: building the
+    model's graph at start-up is that)."""
+
+    pid: int
+    enrich_ms: list[float] = field(default_factory=list)
+    health_ms: list[float] = field(default_factory=list)
+    partial: int = 0
+    rss_kib: list[int] = field(default_factory=list)
+
+
+async def probe_until(stub: Any, health: Any, done: asyncio.Event, probes: Probes) -> None:
+    while not done.is_set():
+        probes.rss_kib.append(rss_of(probes.pid))
+        t0 = time.perf_counter()
+        reply = await stub.Enrich(
+            cpb.EnrichRequest(text="opening hours of the clinic", user_id="probe"),
+            timeout=ENRICH_DEADLINE_S,
+        )
+        probes.enrich_ms.append((time.perf_counter() - t0) * 1000)
+        probes.partial += reply.partial
+        t0 = time.perf_counter()
+        await health.Check(health_pb2.HealthCheckRequest(), timeout=ENRICH_DEADLINE_S)
+        probes.health_ms.append((time.perf_counter() - t0) * 1000)
+        await asyncio.sleep(PROBE_INTERVAL_S)
+
+
+async def ingest_one(
+    stub: Any, health: Any, name: str, text: str, probes: Probes
+) -> dict[str, Any]:
+    done = asyncio.Event()
+    prober = asyncio.create_task(probe_until(stub, health, done, probes))
+    started = time.perf_counter()
+    try:
+        reply = await stub.IngestDocument(
+            cpb.IngestDocumentRequest(document=cpb.Document(document_id=name, text=text)),
+            timeout=3600,
+        )
+    finally:
+        seconds = time.perf_counter() - started
+        done.set()
+        await prober
+    found = await stub.Enrich(
+        cpb.EnrichRequest(text=LAST_QUESTION, user_id="reader", max_items=10),
+        timeout=ENRICH_DEADLINE_S,
+    )
+    rank = next(
+        (
+            i + 1
+            for i, item in enumerate(found.items)
+            if item.document_id == name and "security desk" in item.text
+        ),
+        None,
+    )
+    record = {
+        "document": name,
+        "bytes": len(text.encode()),
+        "chunks": reply.document.chunk_count,
+        "ingest_s": round(seconds, 2),
+        "last_passage_rank": rank,
+    }
+    emit(record)
+    return record
+
+
+async def run_ingest(context_port: int, key: str, context_pid: int) -> dict[str, Any]:
+    token = mint_token(key, tenant=TENANT, scopes=["context.read", "context.write"])
+    channel = create_channel(
+        f"127.0.0.1:{context_port}", token=lambda: token, max_message_bytes=DOCUMENT_BYTES * 2
+    )
+    stub = context_pb2_grpc.ContextServiceStub(channel)  # type: ignore[no-untyped-call]
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        await stub.IngestDocument(
+            cpb.IngestDocumentRequest(
+                document=cpb.Document(document_id="hours", text="The clinic opens at 8am.")
+            )
+        )
+        baseline_kib = rss_of(context_pid)
+        rng = random.Random(11)
+        probes = Probes(context_pid)
+        repeated = await ingest_one(stub, health, "repeated", document_of(lambda: FILLER), probes)
+        distinct = await ingest_one(
+            stub, health, "distinct", document_of(lambda: distinct_paragraph(rng)), probes
+        )
+    finally:
+        await channel.close(None)
+    return {
+        "bench": "context_ingest",
+        "document_bytes": DOCUMENT_BYTES,
+        "repeated_ingest_s": repeated["ingest_s"],
+        "repeated_chunks": repeated["chunks"],
+        "distinct_ingest_s": distinct["ingest_s"],
+        "distinct_chunks": distinct["chunks"],
+        "distinct_ms_per_chunk": round(1000 * distinct["ingest_s"] / distinct["chunks"], 1),
+        "last_passage_found": bool(repeated["last_passage_rank"] and distinct["last_passage_rank"]),
+        "enrich_during_ingest_p50_ms": round(percentile(probes.enrich_ms, 0.50), 1),
+        "enrich_during_ingest_p99_ms": round(percentile(probes.enrich_ms, 0.99), 1),
+        "enrich_during_ingest_partial": probes.partial,
+        "health_during_ingest_max_ms": round(max(probes.health_ms), 1),
+        "context_svc_rss_before_mib": round(baseline_kib / 1024, 1),
+        "context_svc_rss_during_ingest_max_mib": round(max(probes.rss_kib) / 1024, 1),
+    }
+
+
 def scrape_gauge(port: int, name: str) -> float:
     import urllib.request
 
@@ -410,7 +561,7 @@ def database(backend: str, workdir: Path) -> Iterator[tuple[str | None, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=["locomo", "generated"], default="locomo")
+    parser.add_argument("--mode", choices=["locomo", "generated", "ingest"], default="locomo")
     parser.add_argument(
         "--dataset", type=Path, default=Path("../shared/datasets/locomo-dev/locomo-dev.json")
     )
@@ -426,6 +577,34 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "locomo" and not args.dataset.exists():
         raise SystemExit(f"dataset not found: {args.dataset} (pass DATASET=path)")
+    if args.mode == "ingest":
+        bench_ingest()
+    else:
+        bench_with_state(args)
+
+
+def bench_ingest() -> None:
+    """context_svc alone: knowledge needs no state_svc (the feed is off)."""
+    key = secrets.token_urlsafe(32)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-context-") as tmp,
+        context_service(Path(tmp), key, free_port(), {"CONTEXT_FOLLOW_FEED": "false"}) as (
+            context_port,
+            proc,
+        ),
+    ):
+        emit({"phase": "start", "mode": "ingest"})
+
+        async def run() -> dict[str, Any]:
+            try:
+                return await run_ingest(context_port, key, proc.pid)
+            except grpc.aio.AioRpcError as exc:
+                raise SystemExit(f"{exc.code().name}: {exc.details()}") from exc
+
+        emit(asyncio.run(run()))
+
+
+def bench_with_state(args: argparse.Namespace) -> None:
     key = secrets.token_urlsafe(32)
     metrics_port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-context-") as tmp:

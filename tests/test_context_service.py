@@ -306,6 +306,37 @@ async def test_knowledge_is_shared_by_the_tenants_users_only(
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_document_of_the_largest_size_is_searchable_to_its_end(ctx: ContextHandle) -> None:
+    tenant = fresh_tenant()
+    stub, md = ctx.stub(), ctx.metadata(tenant)
+    # A staff handbook at the size limit whose notice repeats (each distinct chunk costs the
+    # model about 20 ms, so repetition keeps the test quick); its last section is asked for.
+    notice = (
+        "Safety notice. Keep fire doors closed at all times, wear your badge where it can be "
+        "seen, and report spilled liquids on the stairs to the facilities team at once."
+    )
+    last = (
+        "Lost badges. A lost staff badge is replaced at the security desk on level minus two, "
+        "for a fee of fifteen euros."
+    )
+    limit = ctx.settings.max_document_bytes
+    text = "\n\n".join([notice] * ((limit - len(last)) // (len(notice) + 2)) + [last])
+    assert limit - len(notice) - 2 < len(text.encode()) <= limit
+
+    doc = await stub.IngestDocument(
+        cpb.IngestDocumentRequest(
+            document=cpb.Document(document_id="handbook", title="Staff handbook", text=text)
+        ),
+        metadata=md,
+    )
+
+    reply = await ctx.enrich("where do I get a new staff badge after losing mine?", "ana", tenant)
+    top = reply.items[0]
+    assert "security desk on level minus two" in top.text
+    assert (top.document_id, top.chunk_index) == ("handbook", doc.document.chunk_count - 1)
+    assert "security desk" in reply.context_block
+
+
 async def test_list_documents_pages(ctx: ContextHandle) -> None:
     tenant = fresh_tenant()
     stub, md = ctx.stub(), ctx.metadata(tenant)

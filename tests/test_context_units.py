@@ -67,8 +67,13 @@ def test_partition_removal_and_compaction_keep_search_right() -> None:
             ["note", str(i), "alpha"],
             np.array([1.0, 0.0], np.float32),
         )
+    assert index.nbytes() >= 200 * 3 * 8  # three postings of two C ints per entry
     for i in range(150):
         index.remove(key, str(i))
+    # Compaction dropped postings: the size gauge's count follows.
+    partition = index.partitions[key]
+    assert partition.posting_count == sum(len(rows) for rows, _ in partition.postings.values())
+    assert partition.posting_count < 200 * 3
     hits = index.search([key], ["alpha"], None, limit=100, lexical_weight=0.5)
     assert sorted(int(h.entry.key) for h in hits) == list(range(150, 200))
     found = index.search([key], ["170"], None, limit=1, lexical_weight=0.5)

@@ -27,6 +27,8 @@ from voiceagent_backbone.context_svc.embedding import Vectors
 K1, B = 1.2, 0.75
 # How many top candidates each ranker contributes per partition before fusion.
 DEPTH = 100
+# A posting is a row and a term frequency, each a C int.
+_POSTING_BYTES = 2 * array("i").itemsize
 
 
 class Source(Enum):
@@ -77,6 +79,9 @@ class Partition:
         # term -> (rows, term frequencies) as packed C arrays: 8 bytes per posting instead of
         # two Python objects (this is most of the index's memory besides the vectors).
         self.postings: dict[str, tuple[array[int], array[int]]] = {}
+        # Kept as a number: the size gauge is updated after every write, and summing every
+        # posting list then cost time proportional to the whole index on the event loop.
+        self.posting_count = 0
         self.live = 0
         self.total_length = 0.0
 
@@ -105,6 +110,7 @@ class Partition:
                 posting = self.postings[term] = (array("i"), array("i"))
             posting[0].append(row)
             posting[1].append(count)
+        self.posting_count += len(counts)
 
     def remove(self, key: str) -> Entry | None:
         row = self.rows.pop(key, None)
@@ -153,6 +159,7 @@ class Partition:
         self.entries = [self.entries[row] for row in keep]
         self.rows = {e.key: i for i, e in enumerate(self.entries) if e is not None}
         self.vectors, self.lengths, self.alive, self.postings = vectors, lengths, alive, postings
+        self.posting_count = sum(len(rows) for rows, _ in postings.values())
 
     def _posting_arrays(
         self, term: str
@@ -201,7 +208,7 @@ class Partition:
 
     def nbytes(self) -> int:
         """Vectors, per-row arrays and postings (not the entries' Python objects)."""
-        postings = sum(r.itemsize * len(r) * 2 for r, _ in self.postings.values())
+        postings = self.posting_count * _POSTING_BYTES
         return int(self.vectors.nbytes + self.alive.nbytes + self.lengths.nbytes + postings)
 
 
