@@ -239,6 +239,27 @@ async def test_another_tenant_gets_nothing_of_tenant_a(services: Services) -> No
         assert code in expected, (name, code)
         assert all(secret.encode() not in answer for answer in answers), name
         assert all(cid.encode() not in answer for answer in answers), name
+    # Conversation ids are per tenant: B creating one with A's id learns nothing of A's
+    # (ALREADY_EXISTS would say it exists) and leaves A's alone.
+    code, answers = await call(
+        services.state_channel,
+        named("CreateConversation"),
+        b_state,
+        pb.CreateConversationRequest(conversation_id=cid, room_name="b-room"),
+    )
+    assert code == grpc.StatusCode.OK
+    (reply,) = [pb.CreateConversationResponse.FromString(answer) for answer in answers]
+    assert reply.created
+    assert reply.conversation.tenant_id == "tenant-b"
+    assert all(secret.encode() not in answer for answer in answers)
+    code, own = await call(
+        services.state_channel,
+        named("GetHistory"),
+        a_state,
+        pb.GetHistoryRequest(conversation_id=cid),
+    )
+    assert code == grpc.StatusCode.OK
+    assert any(secret.encode() in answer for answer in own)
     code, answers = await call(
         services.context_channel,
         named("Enrich"),

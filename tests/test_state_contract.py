@@ -112,6 +112,133 @@ async def test_other_tenant_gets_not_found(state: StateHandle) -> None:
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_two_tenants_each_have_a_conversation_of_one_id(state: StateHandle) -> None:
+    """Conversation ids are per tenant: creating one with another tenant's id neither tells
+    that it exists nor touches it; each keeps its own events, seqs, snapshot and end."""
+    stub = state.stub()
+    a, b = state.metadata("tenant-a"), state.metadata("tenant-b")
+    cid = uuid7()
+    for md, room in ((a, "room-a"), (b, "room-b")):
+        reply = await stub.CreateConversation(
+            pb.CreateConversationRequest(conversation_id=cid, room_name=room, user_ids=["ana"]),
+            metadata=md,
+        )
+        assert reply.created
+    retry = await stub.CreateConversation(
+        pb.CreateConversationRequest(conversation_id=cid, room_name="elsewhere"), metadata=b
+    )
+    assert not retry.created
+    assert (retry.conversation.tenant_id, retry.conversation.room_name) == ("tenant-b", "room-b")
+
+    shared = event(text="shared")  # event ids are per tenant too
+    appended = {
+        "a": await stub.AppendEvents(
+            pb.AppendEventsRequest(
+                conversation_id=cid, events=[event(text="a1"), shared, event(text="a3")]
+            ),
+            metadata=a,
+        ),
+        "b": await stub.AppendEvents(
+            pb.AppendEventsRequest(conversation_id=cid, events=[shared, event(text="b2")]),
+            metadata=b,
+        ),
+    }
+    assert [(r.seq, r.duplicate) for r in appended["a"].results] == [(s, False) for s in (1, 2, 3)]
+    assert [(r.seq, r.duplicate) for r in appended["b"].results] == [(1, False), (2, False)]
+    for md, texts in ((a, ["a1", "shared", "a3"]), (b, ["shared", "b2"])):
+        history = await stub.GetHistory(pb.GetHistoryRequest(conversation_id=cid), metadata=md)
+        assert [(e.seq, e.text) for e in history.events] == list(enumerate(texts, 1))
+        got = await stub.GetConversation(
+            pb.GetConversationRequest(conversation_id=cid), metadata=md
+        )
+        assert got.conversation.last_seq == len(texts)
+    only_b, _ = await _drain(state, tenant="tenant-b")
+    assert [(c.event.conversation_id, c.event.text) for c in only_b] == [
+        (cid, "shared"),
+        (cid, "b2"),
+    ]
+
+    for md, agents in ((a, ["a-first", "a-second"]), (b, ["b-only"])):
+        for agent in agents:
+            saved = await stub.SaveSnapshot(
+                pb.SaveSnapshotRequest(
+                    conversation_id=cid, snapshot=pb.Snapshot(current_agent=agent)
+                ),
+                metadata=md,
+            )
+        assert saved.snapshot.version == len(agents)
+    for md, agent in ((a, "a-second"), (b, "b-only")):
+        latest = await stub.GetLatestSnapshot(
+            pb.GetLatestSnapshotRequest(conversation_id=cid), metadata=md
+        )
+        assert latest.snapshot.current_agent == agent
+
+    await stub.EndConversation(pb.EndConversationRequest(conversation_id=cid), metadata=a)
+    open_b = await stub.FindOpenConversation(
+        pb.FindOpenConversationRequest(room_name="room-b"), metadata=b
+    )
+    assert open_b.conversation.conversation_id == cid
+    assert open_b.conversation.status == pb.CONVERSATION_STATUS_OPEN
+    for md, room in ((a, "room-a"), (b, "room-b")):
+        listed = await stub.ListConversations(
+            pb.ListConversationsRequest(user_id="ana"), metadata=md
+        )
+        assert [(c.conversation_id, c.room_name) for c in listed.conversations] == [(cid, room)]
+
+
+async def test_removing_one_tenants_conversation_keeps_the_other_of_that_id(
+    state: StateHandle,
+) -> None:
+    from voiceagent_backbone.state_svc.domain import utcnow
+
+    stub = state.stub()
+    a, r = state.metadata("tenant-a"), state.metadata("tenant-r")
+    cid = uuid7()
+    for md in (a, r):
+        await stub.CreateConversation(
+            pb.CreateConversationRequest(conversation_id=cid, room_name="room", user_ids=["ana"]),
+            metadata=md,
+        )
+        await stub.AppendEvents(
+            pb.AppendEventsRequest(conversation_id=cid, events=[event(), event()]), metadata=md
+        )
+        await stub.SaveSnapshot(
+            pb.SaveSnapshotRequest(conversation_id=cid, snapshot=pb.Snapshot(current_agent="x")),
+            metadata=md,
+        )
+
+    async def exported(md: tuple[tuple[str, str], ...]) -> list[str | None]:
+        request = pb.ExportUserDataRequest(user_id="ana")
+        return [item.WhichOneof("item") async for item in stub.ExportUserData(request, metadata=md)]
+
+    # Retention removes tenant-r's conversation, not tenant-a's of the same id.
+    await stub.SetRetentionPolicy(
+        pb.SetRetentionPolicyRequest(retention=duration_pb2.Duration(seconds=60)), metadata=r
+    )
+    assert await state.domain.sweep_retention(now=utcnow() + timedelta(seconds=120)) == 1
+    assert await exported(r) == []
+    assert await exported(a) == ["conversation", "event", "event", "snapshot"]
+
+    # Created again, it starts anew; tenant-a's user deletion leaves it alone.
+    again = await stub.CreateConversation(
+        pb.CreateConversationRequest(conversation_id=cid, room_name="room", user_ids=["ana"]),
+        metadata=r,
+    )
+    assert again.created
+    first = await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=cid, events=[event()]), metadata=r
+    )
+    assert [(x.seq, x.duplicate) for x in first.results] == [(1, False)]
+    deleted = await stub.DeleteUserData(pb.DeleteUserDataRequest(user_id="ana"), metadata=a)
+    assert (
+        deleted.conversations_deleted,
+        deleted.events_deleted,
+        deleted.snapshots_deleted,
+    ) == (1, 2, 1)
+    assert await exported(a) == []
+    assert await exported(r) == ["conversation", "event"]
+
+
 async def test_list_conversations_newest_first_with_paging(state: StateHandle) -> None:
     stub, md = state.stub(), state.metadata()
     ids = []

@@ -38,7 +38,6 @@ from voiceagent_backbone.state_svc.model import (
 )
 from voiceagent_backbone.state_svc.store.base import (
     AppendRequest,
-    ConversationIdConflict,
     ConversationMissing,
     ConversationStore,
     EventIdConflict,
@@ -92,13 +91,8 @@ class StateDomain:
     # -- conversations ----------------------------------------------------------------
 
     async def create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
-        try:
-            async with metrics.timed("create_conversation", self._backend):
-                return await self.store.create_conversation(conversation)
-        except ConversationIdConflict as exc:
-            raise AlreadyExists("a conversation with this id already exists") from exc
-        except StoreError as exc:
-            raise _store_failure(exc) from exc
+        async with self._op("create_conversation"):
+            return await self.store.create_conversation(conversation)
 
     async def get_conversation(self, tenant_id: str, conversation_id: str) -> Conversation:
         async with self._op("get_conversation"):

@@ -21,7 +21,8 @@ from voiceagent_backbone.state_svc.model import (
     UserProfile,
 )
 
-SCHEMA_VERSION = 1
+# 2: conversation ids are a keyspace per tenant (1 had one for all tenants).
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -35,10 +36,6 @@ class StoreRejected(StoreError):
 
 class ConversationMissing(Exception):
     """The conversation does not exist for this tenant."""
-
-
-class ConversationIdConflict(Exception):
-    """A client-chosen conversation id is already used by another tenant."""
 
 
 class EventIdConflict(Exception):
@@ -62,13 +59,15 @@ class AppendRequest:
 class ConversationStore(Protocol):
     """Everything state_svc stores. Implementations: SqliteStore, MongoStore.
 
-    Tenancy is explicit in every call: a record of another tenant is never returned.
+    Tenancy is explicit in every call: a record of another tenant is never returned, and
+    conversation ids are per tenant (two tenants may each have a conversation of one id).
     """
 
     name: str
 
     async def open(self) -> None:
-        """Create the schema and indexes (idempotent), check the schema version."""
+        """Create the schema and indexes, or upgrade those of an older schema version
+        (idempotent, also when replicas open one database at once); refuse a newer one."""
 
     async def close(self) -> None: ...
 
@@ -77,7 +76,8 @@ class ConversationStore(Protocol):
         replica on the same database reads the same one (it keys the page tokens)."""
 
     async def create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
-        """Insert, or return the existing conversation with that id (False) for retries."""
+        """Insert, or return the tenant's existing conversation with that id (False) for
+        retries."""
 
     async def get_conversation(
         self, tenant_id: str, conversation_id: str

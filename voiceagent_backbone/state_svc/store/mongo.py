@@ -5,7 +5,7 @@ Three unique indexes make concurrent writers safe without transactions (FerretDB
 sharded clusters both lack cheap ones):
 
 - (tenant_id, event_id): an event is stored once, whoever sends it how often;
-- (conversation_id, seq): two writers cannot take the same sequence number;
+- (tenant_id, conversation_id, seq): two writers cannot take the same sequence number;
 - _id: two writers cannot take the same feed position.
 
 A writer inserts a batch at positions right after the current maxima, in order
@@ -14,6 +14,12 @@ right after an existing one, so sequences and the feed are gapless and a reader 
 see position n+1 before n exists. A collision means another replica won: re-read the
 maxima and insert the rest again. Concurrent requests inside one replica are grouped into
 one insert (GroupCommitter), so collisions only happen between replicas.
+
+Conversation ids are a keyspace per tenant. A conversation's document, and its snapshot's,
+has the _id `conversation_doc_id(tenant, conversation)`, unique across tenants, which is
+what every lookup goes by (the one query FerretDB answers from an index). Documents stored
+by schema 1 keep their bare conversation id as _id (the upgrade rewrites none): lookups by
+id fall back to it, and creating a conversation first looks for it.
 """
 
 from __future__ import annotations
@@ -59,7 +65,6 @@ from voiceagent_backbone.state_svc.store import codec
 from voiceagent_backbone.state_svc.store.base import (
     SCHEMA_VERSION,
     AppendRequest,
-    ConversationIdConflict,
     ConversationMissing,
     EventIdConflict,
     GroupCommitter,
@@ -97,6 +102,7 @@ FRESH_S = 30.0
 # Positions looked up at once while catching up with the head.
 WALK_WINDOW = 32
 DUPLICATE_KEY = 11000
+INDEX_NOT_FOUND = 27
 NOT_IMPLEMENTED = 238
 MAX_ATTEMPTS = 100
 INSERT_CHUNK = 100
@@ -107,6 +113,10 @@ RECENT_IDS = 100_000
 CONVERSATION_CACHE_S = 5.0
 
 Doc = dict[str, Any]
+# (tenant id, conversation id): what names a conversation.
+ConversationKey = tuple[str, str]
+# Conversation document _id -> (the highest seq a round wrote, the last request writing it).
+LastSeqs = dict[str, tuple[int, AppendRequest]]
 
 
 @dataclass
@@ -131,8 +141,24 @@ def position_of(value: str) -> int:
     return int(value)
 
 
+def conversation_doc_id(tenant_id: str, conversation_id: str) -> str:
+    """The conversation id first: within a tenant these _ids sort like the ids, also
+    among schema 1's bare ids (list paging compares them). Conversation ids are canonical
+    UUIDs, without the separator: no two tenants' _ids, and no _id and a bare id, match."""
+    return f"{conversation_id}\x1f{tenant_id}"
+
+
+def _key(r: AppendRequest) -> ConversationKey:
+    return (r.tenant_id, r.conversation_id)
+
+
+def _conversation_id(d: Doc) -> str:
+    # Schema 1 documents hold the conversation id only as their _id.
+    return str(d.get("conversation_id") or d["_id"])
+
+
 def _conversation(d: Doc) -> Conversation:
-    return codec.conversation_from({**d, "conversation_id": d["_id"]})
+    return codec.conversation_from({**d, "conversation_id": _conversation_id(d)})
 
 
 def _event(d: Doc) -> Event:
@@ -178,14 +204,14 @@ class MongoStore:
         self._meta: AsyncCollection[Doc] = self._db["meta"]
         self._event_ids: AsyncCollection[Doc] = self._db["event_ids"]
         self._ttl_backstop = timedelta(seconds=ttl_backstop_s)
-        self._seq_cache: OrderedDict[str, int] = OrderedDict()
+        self._seq_cache: OrderedDict[ConversationKey, int] = OrderedDict()
         self._feed_last: int | None = None
         self._announcing: asyncio.Task[None] | None = None
-        self._unannounced: list[tuple[list[AppendRequest], dict[str, int], list[Doc]]] = []
+        self._unannounced: list[tuple[list[AppendRequest], LastSeqs, list[Doc]]] = []
         self._hint, self._hint_at = 0, -FRESH_S - 1
         # (tenant, event id) -> {conversation_id, seq} of events stored recently here.
         self._recent: OrderedDict[tuple[str, str], Doc] = OrderedDict()
-        self._conversation_cache: dict[str, tuple[Doc, float]] = {}
+        self._conversation_cache: dict[ConversationKey, tuple[Doc, float]] = {}
         self._appends: GroupCommitter[AppendRequest, list[AppendResult]] = GroupCommitter(
             self._append_batch
         )
@@ -211,8 +237,19 @@ class MongoStore:
             [("tenant_id", ASCENDING), ("event_id", ASCENDING)], unique=True, name="tenant_event"
         )
         await self._events.create_index(
-            [("conversation_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="conv_seq"
+            [("tenant_id", ASCENDING), ("conversation_id", ASCENDING), ("seq", ASCENDING)],
+            unique=True,
+            name="tenant_conv_seq",
         )
+        # Schema 1's (conversation_id, seq) would make two tenants' conversations of one id
+        # share seqs. Dropped only once its successor exists, so seqs are never unguarded;
+        # on every open whatever the recorded version (gone already: a no-op), so an upgrade
+        # that stopped halfway or raced another replica's is completed.
+        try:
+            await self._events.drop_index("conv_seq")
+        except OperationFailure as exc:
+            if exc.code != INDEX_NOT_FOUND:
+                raise
         await self._events.create_index(
             [("tenant_id", ASCENDING), ("_id", ASCENDING)], name="tenant_feed"
         )
@@ -290,31 +327,58 @@ class MongoStore:
     # -- conversations ----------------------------------------------------------------
 
     async def create_conversation(self, conversation: Conversation) -> tuple[Conversation, bool]:
-        fields = codec.conversation_fields(conversation)
-        doc = {"_id": fields.pop("conversation_id"), **fields}
+        c = conversation
+        doc = {
+            "_id": conversation_doc_id(c.tenant_id, c.conversation_id),
+            **codec.conversation_fields(c),
+        }
         try:
+            # A schema 1 document of the tenant's with this id is this conversation. Only
+            # schema 1 stored bare _ids, so none can appear between this look and the insert.
+            legacy = await self._conversations.find_one({"_id": c.conversation_id})
+            if legacy is not None and legacy["tenant_id"] == c.tenant_id:
+                return _conversation(legacy), False
             await self._conversations.insert_one(doc)
             return conversation, True
         except DuplicateKeyError:
-            existing = await self._conversations.find_one({"_id": conversation.conversation_id})
-            if existing is None or existing["tenant_id"] != conversation.tenant_id:
-                raise ConversationIdConflict(conversation.conversation_id) from None
+            existing = await self._guard(self._conversations.find_one({"_id": doc["_id"]}))
+            if existing is None:  # deleted since: create it again
+                return await self.create_conversation(conversation)
             return _conversation(existing), False
         except _DB_ERRORS as exc:
             raise _failure(exc) from exc
 
+    async def _find_conversation(
+        self, tenant_id: str, conversation_id: str, projection: Doc | None = None
+    ) -> Doc | None:
+        """The tenant's conversation document, by _id alone (FerretDB scans for any other
+        filter): under its own _id, else under a schema 1 bare one."""
+        fields = None if projection is None else {**projection, "tenant_id": 1}
+        for doc_id in (conversation_doc_id(tenant_id, conversation_id), conversation_id):
+            doc = await self._conversations.find_one({"_id": doc_id}, fields)
+            if doc is not None and doc["tenant_id"] == tenant_id:
+                return doc
+        return None
+
+    async def _conversation_doc_id(self, tenant_id: str, conversation_id: str) -> str:
+        """The _id of the conversation's document (and of its snapshot's), also for a
+        conversation that no longer exists: then it names no document."""
+        key = (tenant_id, conversation_id)
+        found = (await self._conversation_info({key})).get(key)
+        if found is None:
+            return conversation_doc_id(tenant_id, conversation_id)
+        return str(found["_id"])
+
     def _conversation(self, doc: Doc) -> Conversation:
         """last_seq is announced after the append returns: add what this replica knows."""
         conversation = _conversation(doc)
-        known = self._seq_cache.get(conversation.conversation_id)
+        known = self._seq_cache.get((conversation.tenant_id, conversation.conversation_id))
         if known is not None:
             conversation.last_seq = max(conversation.last_seq, known)
         return conversation
 
     async def get_conversation(self, tenant_id: str, conversation_id: str) -> Conversation | None:
-        doc = await self._guard(
-            self._conversations.find_one({"_id": conversation_id, "tenant_id": tenant_id})
-        )
+        doc = await self._guard(self._find_conversation(tenant_id, conversation_id))
         return self._conversation(doc) if doc is not None else None
 
     async def find_open_conversation(self, tenant_id: str, room_name: str) -> Conversation | None:
@@ -336,6 +400,7 @@ class MongoStore:
         query: Doc = {"tenant_id": tenant_id, "user_ids": user_id}
         if after is not None:
             at, last_id = after
+            # A bare id compares with both kinds of _id as the ids would (conversation_doc_id).
             query["$or"] = [
                 {"started_at": {"$lt": at}},
                 {"started_at": at, "_id": {"$lt": last_id}},
@@ -349,13 +414,10 @@ class MongoStore:
     async def end_conversation(
         self, tenant_id: str, conversation_id: str, reason: str, now: datetime
     ) -> Conversation | None:
+        doc_id = await self._guard(self._conversation_doc_id(tenant_id, conversation_id))
         await self._guard(
             self._conversations.update_one(
-                {
-                    "_id": conversation_id,
-                    "tenant_id": tenant_id,
-                    "status": ConversationStatus.OPEN.value,
-                },
+                {"_id": doc_id, "status": ConversationStatus.OPEN.value},
                 {
                     "$set": {
                         "status": ConversationStatus.ENDED.value,
@@ -366,7 +428,8 @@ class MongoStore:
                 },
             )
         )
-        return await self.get_conversation(tenant_id, conversation_id)
+        doc = await self._guard(self._conversations.find_one({"_id": doc_id}))
+        return self._conversation(doc) if doc is not None else None
 
     # -- events -----------------------------------------------------------------------
 
@@ -390,10 +453,9 @@ class MongoStore:
         errors: dict[int, BaseException] = {}
         results: list[dict[str, AppendResult]] = [{} for _ in requests]
 
-        conversations = await self._conversation_info({r.conversation_id for r in requests})
+        conversations = await self._conversation_info({_key(r) for r in requests})
         for i, r in enumerate(requests):
-            found = conversations.get(r.conversation_id)
-            if found is None or found["tenant_id"] != r.tenant_id:
+            if _key(r) not in conversations:
                 errors[i] = ConversationMissing(r.conversation_id)
 
         slots: list[_Slot] = []
@@ -461,53 +523,60 @@ class MongoStore:
     async def _insert_slots(
         self,
         requests: list[AppendRequest],
-        conversations: dict[str, Doc],
+        conversations: dict[ConversationKey, Doc],
         slots: list[_Slot],
         results: list[dict[str, AppendResult]],
         errors: dict[int, BaseException],
         inserted: list[Doc],
-    ) -> dict[str, int]:
-        """Insert in order at the next free positions; returns conversation -> last seq."""
-        last_seq_written: dict[str, int] = {}
+    ) -> LastSeqs:
+        """Insert in order at the next free positions; returns what to announce."""
+        last_seq_written: LastSeqs = {}
         for _ in range(MAX_ATTEMPTS):
             slots = self._settle_known(requests, slots, results, errors)
             if not slots:
                 return last_seq_written
             feed = await self._feed_position()
-            seqs: dict[str, int] = {}
+            seqs: dict[ConversationKey, int] = {}
             docs: list[Doc] = []
             for slot in slots:
                 r = requests[slot.request]
-                if r.conversation_id not in seqs:
-                    seqs[r.conversation_id] = await self._seq_position(r.conversation_id)
-                seqs[r.conversation_id] += 1
+                key = _key(r)
+                if key not in seqs:
+                    seqs[key] = await self._seq_position(key, conversations[key]["_id"])
+                seqs[key] += 1
                 feed += 1
-                docs.append(
-                    self._event_doc(r, slot.event, feed, seqs[r.conversation_id], conversations)
-                )
+                docs.append(self._event_doc(r, slot.event, feed, seqs[key], conversations[key]))
             done, failure = await self._insert_ordered(docs)
             for slot, doc in zip(slots[:done], docs[:done], strict=True):
                 self._observe(doc)
                 results[slot.request][slot.event.event_id] = AppendResult(
                     slot.event.event_id, doc["seq"], False
                 )
-                last_seq_written[doc["conversation_id"]] = doc["seq"]
+                r = requests[slot.request]
+                last_seq_written[conversations[_key(r)]["_id"]] = (doc["seq"], r)
                 inserted.append(doc)
             slots = slots[done:]
             if failure is None:
                 return last_seq_written
-            await self._after_collision(requests, slots)
+            await self._after_collision(requests, conversations, slots)
         raise StoreError("mongodb: too much write contention; retry")
 
-    async def _after_collision(self, requests: list[AppendRequest], slots: list[_Slot]) -> None:
+    async def _after_collision(
+        self,
+        requests: list[AppendRequest],
+        conversations: dict[ConversationKey, Doc],
+        slots: list[_Slot],
+    ) -> None:
         """The first remaining slot hit a unique index: another replica took the positions
         (catch up with the feed), or the event was stored before (a client's retry)."""
         head = slots[0]
         r = requests[head.request]
-        before = (self._feed_last, self._seq_cache.get(r.conversation_id))
+        key = _key(r)
+        before = (self._feed_last, self._seq_cache.get(key))
         # 1. What other replicas announced: the head document and conversation documents.
-        await self._read_announced({requests[s.request].conversation_id for s in slots})
-        if (self._feed_last, self._seq_cache.get(r.conversation_id)) != before:
+        keys = {_key(requests[s.request]) for s in slots}
+        await self._read_announced({k: conversations[k]["_id"] for k in keys})
+        if (self._feed_last, self._seq_cache.get(key)) != before:
             return  # positions moved on: try again at the new ones
         # 2. A retry of a request stored before: its idempotency record.
         if slots and await self._read_idempotency(requests, slots):
@@ -515,14 +584,14 @@ class MongoStore:
         # 3. A writer stored events and is about to announce them: give it a moment.
         for delay in ANNOUNCE_WAITS_S:
             await asyncio.sleep(delay)
-            await self._read_announced({r.conversation_id})
-            if (self._feed_last, self._seq_cache.get(r.conversation_id)) != before:
+            await self._read_announced({key: conversations[key]["_id"]})
+            if (self._feed_last, self._seq_cache.get(key)) != before:
                 return
         # 4. A writer died before announcing: walk the feed from the announced head.
         await self._catch_up()
         if (r.tenant_id, head.event.event_id) in self._recent:
             return
-        if (self._feed_last, self._seq_cache.get(r.conversation_id)) != before:
+        if (self._feed_last, self._seq_cache.get(key)) != before:
             return
         # Positions were right, so the event id is taken: an older stored event.
         by_tenant: dict[str, list[str]] = {}
@@ -540,15 +609,16 @@ class MongoStore:
         if not found:
             # Nothing explains it (a writer died before announcing, and its events are
             # below the head): ask for the true maxima, which is a scan on FerretDB.
-            conversation_id = r.conversation_id
             top_seq, top_pos = await asyncio.gather(
                 self._events.find_one(
-                    {"conversation_id": conversation_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
+                    {"tenant_id": r.tenant_id, "conversation_id": r.conversation_id},
+                    {"seq": 1},
+                    sort=[("seq", DESCENDING)],
                 ),
                 self._events.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)]),
             )
             if top_seq is not None:
-                self._seq_cache[conversation_id] = int(top_seq["seq"])
+                self._seq_cache[key] = int(top_seq["seq"])
             if top_pos is not None:
                 self._feed_last = max(self._feed_last or 0, position_of(top_pos["_id"]))
 
@@ -559,10 +629,11 @@ class MongoStore:
             rounds, self._unannounced = self._unannounced, []
             requests = [r for round_requests, _, _ in rounds for r in round_requests]
             inserted = [d for _, _, round_inserted in rounds for d in round_inserted]
-            last_seqs: dict[str, int] = {}
+            last_seqs: LastSeqs = {}
             for _, round_seqs, _ in rounds:
-                for conversation_id, seq in round_seqs.items():
-                    last_seqs[conversation_id] = max(seq, last_seqs.get(conversation_id, 0))
+                for doc_id, (seq, request) in round_seqs.items():
+                    earlier, _ = last_seqs.get(doc_id, (0, request))
+                    last_seqs[doc_id] = (max(seq, earlier), request)
             try:
                 await self._record_inserted(requests, last_seqs, inserted)
             except _DB_ERRORS as exc:
@@ -570,7 +641,7 @@ class MongoStore:
                 log.warning("could not announce stored events", extra={"error": str(exc)})
 
     async def _record_inserted(
-        self, requests: list[AppendRequest], last_seqs: dict[str, int], inserted: list[Doc]
+        self, requests: list[AppendRequest], last_seqs: LastSeqs, inserted: list[Doc]
     ) -> None:
         """After events are stored: idempotency records, then conversations, then the head.
 
@@ -602,7 +673,7 @@ class MongoStore:
         top = max(position_of(d["_id"]) for d in inserted)
         await asyncio.gather(
             self._insert_idempotency(records),
-            self._touch_conversations(requests, last_seqs),
+            self._touch_conversations(last_seqs),
             self._meta.update_one({"_id": HEAD_ID}, {"$max": {"pos": top}}, upsert=True),
         )
 
@@ -613,18 +684,18 @@ class MongoStore:
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
 
-    async def _read_announced(self, conversation_ids: set[str]) -> None:
+    async def _read_announced(self, doc_ids: dict[ConversationKey, str]) -> None:
+        """The announced head, and last seqs of conversations (key -> document _id)."""
+        keys = list(doc_ids)
         head, *conversations = await asyncio.gather(
             self._meta.find_one({"_id": HEAD_ID}),
-            *(self._conversations.find_one({"_id": c}, {"last_seq": 1}) for c in conversation_ids),
+            *(self._conversations.find_one({"_id": doc_ids[k]}, {"last_seq": 1}) for k in keys),
         )
         if head is not None:
             self._feed_last = max(self._feed_last or 0, int(head["pos"]))
-        for conversation_id, doc in zip(conversation_ids, conversations, strict=True):
-            if doc is not None and conversation_id in self._seq_cache:
-                self._seq_cache[conversation_id] = max(
-                    self._seq_cache[conversation_id], int(doc.get("last_seq") or 0)
-                )
+        for key, doc in zip(keys, conversations, strict=True):
+            if doc is not None and key in self._seq_cache:
+                self._seq_cache[key] = max(self._seq_cache[key], int(doc.get("last_seq") or 0))
 
     async def _read_idempotency(self, requests: list[AppendRequest], slots: list[_Slot]) -> bool:
         """The idempotency record of a request that began with this slot's event; True when
@@ -669,27 +740,24 @@ class MongoStore:
             done += len(chunk)
         return done, None
 
-    async def _conversation_info(self, ids: set[str]) -> dict[str, Doc]:
-        """Tenant and users of conversations, from a short-lived cache or point lookups."""
+    async def _conversation_info(self, keys: set[ConversationKey]) -> dict[ConversationKey, Doc]:
+        """_id and users of existing conversations, from a short-lived cache or lookups."""
         now = time.monotonic()
-        out: dict[str, Doc] = {}
+        out: dict[ConversationKey, Doc] = {}
         missing = []
-        for conversation_id in ids:
-            cached = self._conversation_cache.get(conversation_id)
+        for key in keys:
+            cached = self._conversation_cache.get(key)
             if cached is not None and now - cached[1] < CONVERSATION_CACHE_S:
-                out[conversation_id] = cached[0]
+                out[key] = cached[0]
             else:
-                missing.append(conversation_id)
+                missing.append(key)
         docs = await asyncio.gather(
-            *(
-                self._conversations.find_one({"_id": c}, {"tenant_id": 1, "user_ids": 1})
-                for c in missing
-            )
+            *(self._find_conversation(t, c, {"user_ids": 1}) for t, c in missing)
         )
-        for conversation_id, doc in zip(missing, docs, strict=True):
+        for key, doc in zip(missing, docs, strict=True):
             if doc is not None:
-                out[conversation_id] = doc
-                self._conversation_cache[conversation_id] = (doc, now)
+                out[key] = doc
+                self._conversation_cache[key] = (doc, now)
         while len(self._conversation_cache) > SEQ_CACHE_SIZE:
             self._conversation_cache.pop(next(iter(self._conversation_cache)))
         return out
@@ -700,7 +768,7 @@ class MongoStore:
         e: NewEvent,
         feed: int,
         seq: int,
-        conversations: dict[str, Doc],
+        conversation: Doc,
     ) -> Doc:
         doc: Doc = {
             "_id": position_id(feed),
@@ -717,25 +785,19 @@ class MongoStore:
             "participant_identity": e.participant_identity,
             "detail_kind": e.detail_kind,
             "detail": e.detail,
-            "user_ids": conversations[r.conversation_id].get("user_ids") or [],
+            "user_ids": conversation.get("user_ids") or [],
         }
         if r.expire_at is not None:
             doc["expire_at"] = r.expire_at + self._ttl_backstop
         return doc
 
-    async def _touch_conversations(
-        self, requests: list[AppendRequest], last_seqs: dict[str, int]
-    ) -> None:
-        latest: dict[str, AppendRequest] = {r.conversation_id: r for r in requests}
+    async def _touch_conversations(self, last_seqs: LastSeqs) -> None:
         updates = []
-        for conversation_id, seq in last_seqs.items():
-            r = latest[conversation_id]
+        for doc_id, (seq, r) in last_seqs.items():
             fields: Doc = {"updated_at": r.now}
             if r.expire_at is not None:
                 fields["expire_at"] = r.expire_at + self._ttl_backstop
-            updates.append(
-                UpdateOne({"_id": conversation_id}, {"$max": {"last_seq": seq}, "$set": fields})
-            )
+            updates.append(UpdateOne({"_id": doc_id}, {"$max": {"last_seq": seq}, "$set": fields}))
         await self._conversations.bulk_write(updates, ordered=False)
 
     # -- following the feed's head --------------------------------------------------------
@@ -774,16 +836,14 @@ class MongoStore:
         kind = doc.get("type")
         if kind == DELETION:
             for conversation_id in (doc.get("payload") or {}).get("conversation_ids", []):
-                self._seq_cache.pop(conversation_id, None)
-                self._conversation_cache.pop(conversation_id, None)
+                self._seq_cache.pop((doc["tenant_id"], conversation_id), None)
+                self._conversation_cache.pop((doc["tenant_id"], conversation_id), None)
             self._recent.clear()
         elif kind != TOMBSTONE:
             self._remember_event(doc)
-            conversation_id = doc["conversation_id"]
-            if conversation_id in self._seq_cache:
-                self._seq_cache[conversation_id] = max(
-                    self._seq_cache[conversation_id], int(doc["seq"])
-                )
+            key = (doc["tenant_id"], doc["conversation_id"])
+            if key in self._seq_cache:
+                self._seq_cache[key] = max(self._seq_cache[key], int(doc["seq"]))
         self._feed_last = max(self._feed_last or 0, position)
 
     def _remember_event(self, doc: Doc) -> None:
@@ -796,19 +856,19 @@ class MongoStore:
         while len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
 
-    async def _seq_position(self, conversation_id: str) -> int:
-        cached = self._seq_cache.get(conversation_id)
+    async def _seq_position(self, key: ConversationKey, doc_id: str) -> int:
+        cached = self._seq_cache.get(key)
         if cached is not None:
-            self._seq_cache.move_to_end(conversation_id)
+            self._seq_cache.move_to_end(key)
             return cached
         # First append here: the conversation's announced last seq. If it lags, the insert
         # collides and _after_collision finds the real one.
-        doc = await self._conversations.find_one({"_id": conversation_id}, {"last_seq": 1})
+        doc = await self._conversations.find_one({"_id": doc_id}, {"last_seq": 1})
         value = int(doc.get("last_seq") or 0) if doc is not None else 0
-        self._seq_cache[conversation_id] = max(value, self._seq_cache.get(conversation_id, 0))
+        self._seq_cache[key] = max(value, self._seq_cache.get(key, 0))
         while len(self._seq_cache) > SEQ_CACHE_SIZE:
             self._seq_cache.popitem(last=False)
-        return self._seq_cache[conversation_id]
+        return self._seq_cache[key]
 
     def _lose_track(self) -> None:
         self._feed_last = None
@@ -840,9 +900,14 @@ class MongoStore:
     async def save_snapshot(self, tenant_id: str, snapshot: Snapshot, now: datetime) -> Snapshot:
         body = codec.snapshot_body(snapshot)
         try:
+            doc_id = await self._conversation_doc_id(tenant_id, snapshot.conversation_id)
             doc = await self._snapshots.find_one_and_update(
-                {"_id": snapshot.conversation_id, "tenant_id": tenant_id},
-                {"$set": {"body": body, "created_at": now}, "$inc": {"version": 1}},
+                {"_id": doc_id},
+                {
+                    "$set": {"body": body, "created_at": now},
+                    "$inc": {"version": 1},
+                    "$setOnInsert": {"tenant_id": tenant_id},
+                },
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
@@ -852,9 +917,8 @@ class MongoStore:
         return codec.snapshot_from(snapshot.conversation_id, int(doc["version"]), now, body)
 
     async def get_latest_snapshot(self, tenant_id: str, conversation_id: str) -> Snapshot | None:
-        doc = await self._guard(
-            self._snapshots.find_one({"_id": conversation_id, "tenant_id": tenant_id})
-        )
+        doc_id = await self._guard(self._conversation_doc_id(tenant_id, conversation_id))
+        doc = await self._guard(self._snapshots.find_one({"_id": doc_id}))
         if doc is None:
             return None
         return codec.snapshot_from(
@@ -974,19 +1038,19 @@ class MongoStore:
     ) -> list[str]:
         cursor = self._conversations.find(
             {"tenant_id": tenant_id, "updated_at": {"$lt": before}},
-            {"_id": 1},
+            {"conversation_id": 1},
             sort=[("updated_at", ASCENDING)],
             limit=limit,
         )
-        return [str(d["_id"]) for d in await self._guard(cursor.to_list())]
+        return [_conversation_id(d) for d in await self._guard(cursor.to_list())]
 
     async def user_conversation_ids(self, tenant_id: str, user_id: str) -> list[str]:
         cursor = self._conversations.find(
             {"tenant_id": tenant_id, "user_ids": user_id},
-            {"_id": 1},
+            {"conversation_id": 1},
             sort=[("started_at", ASCENDING), ("_id", ASCENDING)],
         )
-        return [str(d["_id"]) for d in await self._guard(cursor.to_list())]
+        return [_conversation_id(d) for d in await self._guard(cursor.to_list())]
 
     async def record_deletion(self, deletion: Deletion, now: datetime) -> int:
         for _ in range(MAX_ATTEMPTS):
@@ -1000,7 +1064,8 @@ class MongoStore:
                 "tenant_id": deletion.tenant_id,
                 "event_id": uuid7(),
                 "conversation_id": "",
-                # Markers have no conversation; a unique negative seq keeps (conv, seq) unique.
+                # Markers have no conversation; a unique negative seq keeps
+                # (tenant, conversation, seq) unique.
                 "seq": -position,
                 "type": DELETION,
                 "payload": codec.deletion_fields(deletion),
@@ -1028,39 +1093,47 @@ class MongoStore:
         if not ids:
             return 0, 0, 0
         scope = {"tenant_id": tenant_id, "conversation_id": {"$in": ids}}
-        positions = [
-            d["_id"] for d in await self._guard(self._events.find(scope, {"_id": 1}).to_list())
-        ]
-        for start in range(0, len(positions), 500):
+        events = await self._guard(self._events.find(scope, {"event_id": 1}).to_list())
+        for start in range(0, len(events), 500):
+            chunk = events[start : start + 500]
+            # A request's idempotency record is under its first event's id, so under the id
+            # of one of these events (other tenants' records of the same conversation ids
+            # stay). Removed before the events turn into tombstones, which lose their ids.
+            await self._guard(
+                self._event_ids.delete_many(
+                    {"_id": {"$in": [idempotency_id(tenant_id, d["event_id"]) for d in chunk]}}
+                )
+            )
             await self._guard(
                 self._events.bulk_write(
                     [
                         ReplaceOne(
-                            {"_id": p},
+                            {"_id": d["_id"]},
                             {
                                 "type": TOMBSTONE,
-                                "event_id": f"~{p}",
+                                "event_id": f"~{d['_id']}",
                                 "conversation_id": "~",
-                                "seq": -position_of(p),
+                                "seq": -position_of(d["_id"]),
                             },
                         )
-                        for p in positions[start : start + 500]
+                        for d in chunk
                     ],
                     ordered=False,
                 )
             )
-        await self._guard(self._event_ids.delete_many({"conversation_id": {"$in": ids}}))
+        # Under either _id: schema 1 documents keep the bare conversation id.
+        doc_ids = {"$in": [*ids, *(conversation_doc_id(tenant_id, c) for c in ids)]}
         snapshots = await self._guard(
-            self._snapshots.delete_many({"tenant_id": tenant_id, "_id": {"$in": ids}})
+            self._snapshots.delete_many({"tenant_id": tenant_id, "_id": doc_ids})
         )
         conversations = await self._guard(
-            self._conversations.delete_many({"tenant_id": tenant_id, "_id": {"$in": ids}})
+            self._conversations.delete_many({"tenant_id": tenant_id, "_id": doc_ids})
         )
         for conversation_id in ids:
-            self._seq_cache.pop(conversation_id, None)
-            self._conversation_cache.pop(conversation_id, None)
+            self._seq_cache.pop((tenant_id, conversation_id), None)
+            self._conversation_cache.pop((tenant_id, conversation_id), None)
         self._recent.clear()
-        return conversations.deleted_count, len(positions), snapshots.deleted_count
+        return conversations.deleted_count, len(events), snapshots.deleted_count
 
     async def delete_user_profile(self, tenant_id: str, user_id: str) -> bool:
         result = await self._guard(

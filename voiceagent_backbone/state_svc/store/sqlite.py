@@ -34,7 +34,6 @@ from voiceagent_backbone.state_svc.store import codec
 from voiceagent_backbone.state_svc.store.base import (
     SCHEMA_VERSION,
     AppendRequest,
-    ConversationIdConflict,
     ConversationMissing,
     EventIdConflict,
     GroupCommitter,
@@ -47,7 +46,7 @@ DELETION = "deletion"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS conversations (
-  conversation_id TEXT PRIMARY KEY,
+  conversation_id TEXT NOT NULL,
   tenant_id TEXT NOT NULL,
   room_name TEXT NOT NULL,
   participant_identities TEXT NOT NULL,
@@ -59,7 +58,8 @@ CREATE TABLE IF NOT EXISTS conversations (
   end_reason TEXT NOT NULL DEFAULT '',
   last_seq INTEGER NOT NULL DEFAULT 0,
   agent_name TEXT NOT NULL DEFAULT '',
-  metadata TEXT NOT NULL DEFAULT '{}'
+  metadata TEXT NOT NULL DEFAULT '{}',
+  PRIMARY KEY (tenant_id, conversation_id)
 );
 CREATE INDEX IF NOT EXISTS conversations_room
   ON conversations (tenant_id, room_name, status, started_at);
@@ -92,14 +92,16 @@ CREATE TABLE IF NOT EXISTS events (
   user_ids TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (tenant_id, event_id);
-CREATE UNIQUE INDEX IF NOT EXISTS events_conversation_seq ON events (conversation_id, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS events_tenant_conversation_seq
+  ON events (tenant_id, conversation_id, seq);
 CREATE INDEX IF NOT EXISTS events_tenant_feed ON events (tenant_id, feed_seq);
 CREATE TABLE IF NOT EXISTS snapshots (
-  conversation_id TEXT PRIMARY KEY,
+  conversation_id TEXT NOT NULL,
   tenant_id TEXT NOT NULL,
   version INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
-  body TEXT NOT NULL
+  body TEXT NOT NULL,
+  PRIMARY KEY (tenant_id, conversation_id)
 );
 CREATE TABLE IF NOT EXISTS users (
   tenant_id TEXT NOT NULL,
@@ -112,6 +114,48 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS tenants (tenant_id TEXT PRIMARY KEY, retention_s INTEGER NOT NULL);
 """
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """_SCHEMA statement by statement: executescript would first commit the transaction
+    that the migration runs in."""
+    statement = ""
+    for line in _SCHEMA.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+def _stored_version(conn: sqlite3.Connection) -> int:
+    """The database's schema version; 0 for a new database."""
+    if (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='conversations'"
+        ).fetchone()
+        is None
+    ):
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    # Version 1 stored its version after creating its tables, outside their transaction.
+    return int(row["value"]) if row is not None else 1
+
+
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    """Version 1 had one conversation id keyspace for every tenant: conversations and
+    snapshots keyed by conversation id alone, events' seqs unique per conversation id.
+    Both tables are rebuilt keyed by (tenant, conversation) with their rows; events keep
+    their rows and rowids (the feed positions), only their unique index changes."""
+    for table in ("conversations", "snapshots"):
+        conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+    # A renamed table keeps its indexes, whose names the new tables need.
+    for index in ("conversations_room", "conversations_activity", "events_conversation_seq"):
+        conn.execute(f"DROP INDEX {index}")
+    _create_schema(conn)
+    for table in ("conversations", "snapshots"):
+        columns = ", ".join(r["name"] for r in conn.execute(f"PRAGMA table_info({table}_v1)"))
+        conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_v1")
+        conn.execute(f"DROP TABLE {table}_v1")
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
@@ -207,21 +251,26 @@ class SqliteStore:
         self._wconn = await loop.run_in_executor(self._writer, self._connect)
         self._rconn = await loop.run_in_executor(self._reader, self._connect)
 
+        # One write transaction: another process opening the file at the same time waits,
+        # then finds the schema current.
         def migrate(conn: sqlite3.Connection) -> None:
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row["value"]) > SCHEMA_VERSION:
+            version = _stored_version(conn)
+            if version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"database schema {row['value']} is newer than this build "
+                    f"database schema {version} is newer than this build "
                     f"({SCHEMA_VERSION}); upgrade state_svc"
                 )
+            if version == 1:
+                _upgrade_from_1(conn)
+            else:
+                _create_schema(conn)
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
-        await self._run(self._writer, lambda: migrate(self._wconn))  # type: ignore[arg-type]
+        await self._write(migrate)
         self._appends.start()
 
     async def shared_secret(self, name: str, size: int) -> bytes:
@@ -251,11 +300,10 @@ class SqliteStore:
 
         def create(conn: sqlite3.Connection) -> tuple[Conversation, bool]:
             row = conn.execute(
-                "SELECT * FROM conversations WHERE conversation_id=?", (c.conversation_id,)
+                "SELECT * FROM conversations WHERE conversation_id=? AND tenant_id=?",
+                (c.conversation_id, c.tenant_id),
             ).fetchone()
             if row is not None:
-                if row["tenant_id"] != c.tenant_id:
-                    raise ConversationIdConflict(c.conversation_id)
                 return _conversation(row), False
             conn.execute(
                 "INSERT INTO conversations (conversation_id, tenant_id, room_name,"
@@ -309,7 +357,7 @@ class SqliteStore:
     ) -> list[Conversation]:
         query = (
             "SELECT c.* FROM conversation_users u JOIN conversations c"
-            " ON c.conversation_id = u.conversation_id"
+            " ON c.tenant_id = u.tenant_id AND c.conversation_id = u.conversation_id"
             " WHERE u.tenant_id=? AND u.user_id=?"
         )
         params: list[Any] = [tenant_id, user_id]
@@ -423,8 +471,9 @@ class SqliteStore:
             results.append(AppendResult(event.event_id, last_seq, False))
             existing[event.event_id] = {"conversation_id": request.conversation_id, "seq": last_seq}
         conn.execute(
-            "UPDATE conversations SET last_seq=?, updated_at=? WHERE conversation_id=?",
-            (last_seq, now_us, request.conversation_id),
+            "UPDATE conversations SET last_seq=?, updated_at=?"
+            " WHERE conversation_id=? AND tenant_id=?",
+            (last_seq, now_us, request.conversation_id, request.tenant_id),
         )
         return results
 
@@ -461,14 +510,13 @@ class SqliteStore:
         def save(conn: sqlite3.Connection) -> Snapshot:
             conn.execute(
                 "INSERT INTO snapshots (conversation_id, tenant_id, version, created_at, body)"
-                " VALUES (?,?,1,?,?) ON CONFLICT(conversation_id) DO UPDATE SET"
-                " version=version+1, created_at=excluded.created_at, body=excluded.body"
-                " WHERE tenant_id=excluded.tenant_id",
+                " VALUES (?,?,1,?,?) ON CONFLICT(tenant_id, conversation_id) DO UPDATE SET"
+                " version=version+1, created_at=excluded.created_at, body=excluded.body",
                 (snapshot.conversation_id, tenant_id, codec.to_us(now), body),
             )
             row = conn.execute(
-                "SELECT version FROM snapshots WHERE conversation_id=?",
-                (snapshot.conversation_id,),
+                "SELECT version FROM snapshots WHERE conversation_id=? AND tenant_id=?",
+                (snapshot.conversation_id, tenant_id),
             ).fetchone()
             return codec.snapshot_from(
                 snapshot.conversation_id, int(row["version"]), now, json.loads(body)
