@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -224,15 +225,6 @@ def test_every_pod_is_restricted(values: str) -> None:
 
 def test_secrets_are_mounted_or_referenced_never_inlined() -> None:
     manifests = ci_render("production-values.yaml")
-    for component in COMPONENTS:
-        pod = workload(manifests, component)
-        env = pod.env(component)
-        key_file = next(v for k, v in env.items() if k.endswith("AUTH_JWT_KEY_FILE"))
-        assert key_file == "/var/run/secrets/voiceagent/jwt-key"
-        mount = pod.mount_source(component, "/var/run/secrets/voiceagent")
-        assert mount["secret"]["secretName"] == "voiceagent-jwt"  # the existing Secret
-        assert mount["secret"]["items"] == [{"key": "key", "path": "jwt-key"}]
-        assert not any(k.endswith("AUTH_JWT_KEY") for k in env)
     state_env = workload(manifests, "state").env("state")
     assert state_env["STATE_MONGODB_URI"] == {
         "secretKeyRef": {"name": "voiceagent-mongodb", "key": "uri"}
@@ -244,8 +236,75 @@ def test_secrets_are_mounted_or_referenced_never_inlined() -> None:
     assert of_kind(manifests, "Secret") == []
 
 
+def test_service_account_credentials_hold_no_key() -> None:
+    """The default: the agent and context_svc present their own projected tokens; the
+    services verify them with the cluster's key set and grant each its tenant and scopes."""
+    manifests = ci_render("production-values.yaml")
+    accounts = {a["metadata"]["name"] for a in of_kind(manifests, "ServiceAccount")}
+    grants: dict[str, Any] = {}
+    for component in COMPONENTS:
+        pod = workload(manifests, component)
+        env = pod.env(component)
+        assert not any("JWT_KEY" in k for k in env), component
+        sources = pod.mount_source(component, "/var/run/secrets/voiceagent")["projected"]
+        paths = {s.get("serviceAccountToken", {}).get("path") for s in sources["sources"]}
+        prefix = component.upper() + "_"
+        if component != "agent":
+            assert env[f"{prefix}AUTH_JWKS_URL"].endswith("/openid/v1/jwks")
+            assert env[f"{prefix}AUTH_JWT_AUDIENCE"] == "voiceagent"
+            assert env[f"{prefix}AUTH_JWT_ISSUER"] == "https://kubernetes.default.svc.cluster.local"
+            assert "kube-token" in paths
+            grants[component] = json.loads(env[f"{prefix}AUTH_GRANTS"])
+        if component != "state":
+            # Its own identity: a ServiceAccount of its own, a token for the services.
+            account = pod.spec["serviceAccountName"]
+            assert account == component_name(component)
+            assert account in accounts
+            token = next(
+                s
+                for s in sources["sources"]
+                if s.get("serviceAccountToken", {}).get("path") == "token"
+            )
+            assert token["serviceAccountToken"]["audience"] == "voiceagent"
+    agent_env = workload(manifests, "agent").env("agent")
+    assert agent_env["AGENT_AUTH_TOKEN_FILE"] == "/var/run/secrets/voiceagent/token"
+    subject = f"system:serviceaccount:{helm.NAMESPACE}:{{}}"
+    expected = {
+        subject.format(component_name("agent")): {
+            "tenant": "default",
+            "scopes": ["state.read", "state.write", "context.read"],
+        },
+        subject.format(component_name("context")): {
+            "tenant": "context_svc",
+            "scopes": ["state.read", "state.feed"],
+        },
+        "system:serviceaccount:voice:operator": {"tenant": "acme", "scopes": ["state.read"]},
+    }
+    assert grants["state"] == grants["context"] == expected
+
+
+def test_shared_key_mode_mounts_the_key_everywhere() -> None:
+    manifests = render(
+        [CHART / "ci" / "production-values.yaml"],
+        {
+            "auth.mode": "sharedKey",
+            "auth.existingSecret": "voiceagent-jwt",
+            "auth.existingSecretKey": "key",
+        },
+    )
+    for component in COMPONENTS:
+        pod = workload(manifests, component)
+        env = pod.env(component)
+        key_file = next(v for k, v in env.items() if k.endswith("AUTH_JWT_KEY_FILE"))
+        assert key_file == "/var/run/secrets/voiceagent/jwt-key"
+        mount = pod.mount_source(component, "/var/run/secrets/voiceagent")
+        assert mount["secret"]["secretName"] == "voiceagent-jwt"  # the existing Secret
+        assert mount["secret"]["items"] == [{"key": "key", "path": "jwt-key"}]
+        assert not any(k.endswith("AUTH_JWT_KEY") for k in env)
+
+
 def test_generated_jwt_key_is_long_and_shared() -> None:
-    manifests = ci_render("default-values.yaml")
+    manifests = render([CHART / "ci" / "default-values.yaml"], {"auth.mode": "sharedKey"})
     secret = named(manifests, "Secret", f"{helm.RELEASE}-voiceagent-jwt")
     assert len(secret["data"]["jwt-key"]) >= 64  # base64 of 64 random characters
     for component in COMPONENTS:
@@ -636,15 +695,20 @@ def test_egress_reaches_mongodb_livekit_and_llm_only() -> None:
         return ports
 
     dns = {(53, "UDP"), (53, "TCP")}
-    assert egress_ports("state") == dns | {(27017, "TCP"), (4317, "TCP")}
+    # The API server (443 and its endpoint port 6443): the key set of service-account tokens.
+    api = {(443, "TCP"), (6443, "TCP")}
+    assert egress_ports("state") == dns | api | {(27017, "TCP"), (4317, "TCP")}
     # context: state's feed, the embeddings API (backend openai here), OTLP.
-    assert egress_ports("context") == dns | {(50051, "TCP"), (443, "TCP"), (4317, "TCP")}
+    assert egress_ports("context") == dns | api | {(50051, "TCP"), (4317, "TCP")}
     agent = egress_ports("agent")
     assert {(50051, "TCP"), (50052, "TCP"), (443, "TCP"), (7881, "TCP")} <= agent
     assert (50000, "UDP") in agent  # WebRTC media to LiveKit
     # The minilm backend embeds in-process: no route out for context.
     default = ci_render("default-values.yaml")
     context_rules = _policy(default, "context")["spec"]["egress"]
+    assert {int(p["port"]) for r in context_rules for p in r["ports"]} == {53, 50051, 443, 6443}
+    shared = render([CHART / "ci" / "default-values.yaml"], {"auth.mode": "sharedKey"})
+    context_rules = _policy(shared, "context")["spec"]["egress"]
     assert {int(p["port"]) for r in context_rules for p in r["ports"]} == {53, 50051}
 
 

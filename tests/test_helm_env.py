@@ -174,24 +174,40 @@ def secret_data(manifests: Sequence[Manifest], name: str, key: str) -> str | Non
     return None
 
 
-def mounted_secret_file(
+def mounted_file(
     manifests: Sequence[Manifest], pod: PodTemplate, container: Mapping[str, Any], path: str
 ) -> str:
-    """What a container reads at `path`: a file of a Secret volume mounted in it."""
+    """What a container reads at `path`: a file of a Secret volume mounted in it, or of a
+    projected volume (a service-account token, the cluster's CA), which only the kubelet
+    fills in: a placeholder stands for those."""
     file = PurePosixPath(path)
     for mount in container.get("volumeMounts", []):
         mount_path = PurePosixPath(mount["mountPath"])
         if not file.is_relative_to(mount_path):
             continue
         volume = pod.volume(mount["name"])
-        assert "secret" in volume, f"{path} is on volume {mount['name']}, not a Secret"
         relative = str(file.relative_to(mount_path))
+        if "projected" in volume:
+            return projected_file(volume, relative)
+        assert "secret" in volume, f"{path} is on volume {mount['name']}, not a Secret"
         items = volume["secret"].get("items")
         keys = [i["key"] for i in items if i["path"] == relative] if items else [relative]
         assert keys, f"Secret volume {mount['name']} has no file {relative}"
         found = secret_data(manifests, volume["secret"]["secretName"], keys[0])
         return PLACEHOLDER_SECRET if found is None else found
     raise AssertionError(f"container {container['name']}: nothing is mounted at {path}")
+
+
+def projected_file(volume: Mapping[str, Any], relative: str) -> str:
+    for source in volume["projected"]["sources"]:
+        token = source.get("serviceAccountToken")
+        if token is not None and token["path"] == relative:
+            return "placeholder.service-account.token"
+        items = source.get("configMap", {}).get("items", [])
+        if any(i["path"] == relative for i in items):
+            assert source["configMap"]["name"] == "kube-root-ca.crt"
+            return "-----BEGIN CERTIFICATE-----placeholder-----END CERTIFICATE-----"
+    raise AssertionError(f"projected volume {volume['name']} has no file {relative}")
 
 
 def container_environment(
@@ -216,7 +232,7 @@ def container_environment(
         env[name] = PLACEHOLDER_SECRETS.get(name, PLACEHOLDER_SECRET) if found is None else found
     file_contents: dict[str, str] = {}
     for name in [n for n in env if n.endswith("_FILE")]:
-        content = mounted_secret_file(manifests, pod, container, env[name])
+        content = mounted_file(manifests, pod, container, env[name])
         local = files / env[name].lstrip("/")
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text(content)

@@ -188,4 +188,5 @@ def test_service_refuses_to_start_without_a_key(log_dir: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "STATE_PORT": str(free_port()), "STATE_METRICS_PORT": "-1"},
     )
     assert result.returncode != 0
-    assert "no JWT verification key" in result.stderr
+    assert "no key to verify tokens with" in result.stderr
+    assert "STATE_AUTH_JWKS_URL" in result.stderr

@@ -136,7 +136,7 @@ def test_a_key_set_with_a_shared_secret_is_refused_at_start(tmp_path: Path) -> N
 
 class KeyServer:
     """A key set over HTTP on loopback that, like the Kubernetes API server, answers only
-    callers with the expected bearer token."""
+    callers with the expected bearer token, and only as application/jwk-set+json."""
 
     def __init__(self, keys: list[dict[str, Any]], bearer_token: str) -> None:
         self.keys = keys
@@ -150,9 +150,13 @@ class KeyServer:
                     self.send_response(401)
                     self.end_headers()
                     return
+                if "application/jwk-set+json" not in self.headers.get("Accept", ""):
+                    self.send_response(406)  # as kube-apiserver answers application/json
+                    self.end_headers()
+                    return
                 body = json.dumps({"keys": owner.keys}).encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/jwk-set+json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -4,6 +4,7 @@
 # runs as well against `make run`:
 #
 #   deploy/kind/conversation.sh 127.0.0.1:50051 127.0.0.1:50052 .run/dev-jwt-key
+#   TOKEN=... deploy/kind/conversation.sh STATE CONTEXT   (a token from the cluster)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -11,7 +12,7 @@ export PATH="$root/.tools/bin:$PATH"
 
 state="$1"
 context="$2"
-key_file="$3"
+key_file="${3:-}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -19,8 +20,12 @@ log() { echo "e2e: $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 log "a conversation through the state API"
-token="$(.venv/bin/python -m voiceagent_backbone.servicekit.token --tenant e2e --key-file "$key_file" \
-  --scopes "state.read state.write context.read context.write" --ttl 600)"
+token="${TOKEN:-}"
+if [[ -z "$token" ]]; then
+  [[ -n "$key_file" ]] || die "pass a key file as the third argument, or set TOKEN"
+  token="$(.venv/bin/python -m voiceagent_backbone.servicekit.token --tenant e2e --key-file "$key_file" \
+    --scopes "state.read state.write context.read context.write" --ttl 600)"
+fi
 auth=(-H "authorization: Bearer $token")
 conversation=0190f5e2-8a6b-7cc1-9d43-0a1b2c3d4e5f
 events='[

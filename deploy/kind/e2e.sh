@@ -110,8 +110,10 @@ for target in "$state" "$context"; do
 done
 
 # ------------------------------------------------------------ a short conversation
-kubectl get secret -n "$namespace" "$fullname-jwt" -o jsonpath='{.data.jwt-key}' | base64 -d >"$work/jwt-key"
-bash deploy/kind/conversation.sh "$state" "$context" "$work/jwt-key"
+# The chart's values grant this ServiceAccount the tenant "default" (ci/kind-values.yaml).
+kubectl create serviceaccount -n "$namespace" e2e-operator --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+TOKEN="$(kubectl create token -n "$namespace" e2e-operator --audience voiceagent)" \
+  bash deploy/kind/conversation.sh "$state" "$context"
 
 log "the agent worker is ready (registered with LiveKit)"
 kubectl wait -n "$namespace" --for=condition=Ready pod \

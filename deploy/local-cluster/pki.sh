@@ -47,7 +47,7 @@ apiVersion: v1
 kind: Config
 clusters:
   - name: local
-    cluster: {server: "https://127.0.0.1:6443", certificate-authority: $PKI/ca.crt}
+    cluster: {server: "https://$BRIDGE_IP:6443", certificate-authority: $PKI/ca.crt}
 users:
   - name: $1
     user: {client-certificate: $PKI/$2.crt, client-key: $PKI/$2.key}

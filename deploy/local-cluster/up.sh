@@ -61,7 +61,7 @@ start_control_plane() {
     --initial-cluster local=http://127.0.0.1:23800 --listen-metrics-urls http://127.0.0.1:23810
   wait_for 30 etcd curl -sf "$etcd_url/health"
   start_process kube-apiserver "$TOOLS/kube-apiserver" --etcd-servers="$etcd_url" \
-    --bind-address=127.0.0.1 --advertise-address="$BRIDGE_IP" --secure-port=6443 \
+    --bind-address="$BRIDGE_IP" --advertise-address="$BRIDGE_IP" --secure-port=6443 \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --service-account-key-file="$PKI/service-accounts.pub" \
     --service-account-signing-key-file="$PKI/service-accounts.key" \

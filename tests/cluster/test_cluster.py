@@ -14,22 +14,24 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from livekit import api
 
 from tests.cluster.conftest import SUMMARY, ClusterRun
 from tests.support.caller import Caller, until
-from tests.support.cluster import FULLNAME, NAMESPACE, RELEASE, VALUES
+from tests.support.cluster import FULLNAME, NAMESPACE, RELEASE, VALUES, Cluster
 from tests.support.speech import silence_frames, speech_frames
 from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
 from voiceagent_backbone.api.context.v1 import context_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
-from voiceagent_backbone.servicekit import auth
 from voiceagent_backbone.servicekit.ids import uuid7
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 ROOM = "cluster-room"
+OPERATOR = "e2e-operator"
+AUDIENCE = "voiceagent"  # the chart's auth.serviceAccount.audience
 USER = "user-e2e"
 TENANT = "default"  # the chart's agent.tenant
 AGENT_NAME = "voiceagent"  # the chart's agent.name
@@ -43,6 +45,11 @@ TRANSIENT = (
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
 )
+
+
+def service_account_token(cluster: Cluster, account: str, audience: str = AUDIENCE) -> str:
+    args = ["create", "token", account, "-n", NAMESPACE, "--duration", "1h"]
+    return cluster.kubectl(*args, *(["--audience", audience] if audience else [])).strip()
 
 
 @dataclass
@@ -73,10 +80,10 @@ class Backend:
 @pytest.fixture(scope="module")
 async def backend(cluster_run: ClusterRun) -> AsyncIterator[Backend]:
     cluster = cluster_run.cluster
-    key = cluster.secret_value(f"{FULLNAME}-jwt", "jwt-key")
-    token = auth.mint_token(
-        key, tenant=TENANT, scopes=["state.read", "state.write", "context.read"], ttl_s=3600
-    )
+    # No key exists to mint with: the tests are a ServiceAccount granted the agent's tenant
+    # (ci/kind-values.yaml), and ask the cluster for its token, as an operator would.
+    cluster.kubectl("create", "serviceaccount", OPERATOR, "-n", NAMESPACE)
+    token = service_account_token(cluster, OPERATOR)
     async with (
         grpc.aio.insecure_channel(cluster.service_address(f"{FULLNAME}-state", 50051)) as sc,
         grpc.aio.insecure_channel(cluster.service_address(f"{FULLNAME}-context", 50052)) as cc,
@@ -230,6 +237,57 @@ async def test_spoken_conversation_through_the_cluster(
 async def agent_replies(backend: Backend, conversation_id: str) -> list[str]:
     events = await backend.history(conversation_id)
     return [e.text for e in events if e.type == pb.EVENT_TYPE_AGENT_MESSAGE]
+
+
+async def test_an_agent_pod_holds_only_its_own_tenant_and_scopes(
+    cluster_run: ClusterRun, backend: Backend
+) -> None:
+    """What a compromised agent pod could do: its pods mount no key, only their projected
+    token, and that token (asked for here as the pod's kubelet does) reaches the agent's
+    tenant with the agent's scopes and nothing else."""
+    cluster = cluster_run.cluster
+    secrets = cluster.kubectl_json("get", "secrets", "-n", NAMESPACE)["items"]
+    assert not [x["metadata"]["name"] for x in secrets if x["metadata"]["name"].endswith("-jwt")]
+    for pod in cluster.pods(AGENT_SELECTOR):
+        for volume in pod["spec"]["volumes"]:
+            assert "secret" not in volume, volume
+            for source in volume.get("projected", {}).get("sources", []):
+                assert set(source) == {"serviceAccountToken"}, source
+                assert source["serviceAccountToken"]["audience"] == AUDIENCE
+    agent_account = f"{FULLNAME}-agent"
+    own = (("authorization", f"Bearer {service_account_token(cluster, agent_account)}"),)
+    listed = await backend.state.ListConversations(
+        pb.ListConversationsRequest(user_id=USER), metadata=own
+    )
+    assert all(c.tenant_id == TENANT for c in listed.conversations)
+    denied = [
+        backend.state.DeleteUserData(pb.DeleteUserDataRequest(user_id=USER), metadata=own),
+        backend.state.SetRetentionPolicy(
+            pb.SetRetentionPolicyRequest(retention=duration_pb2.Duration(seconds=60)),
+            metadata=own,
+        ),
+        backend.context.UpsertFacts(
+            cpb.UpsertFactsRequest(user_id=USER, facts=[cpb.Fact(text="x")]), metadata=own
+        ),
+    ]
+    for call in denied:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, info.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in backend.state.Watch(
+            pb.WatchRequest(all_tenants=True, stop_at_end=True), metadata=own
+        ):
+            pass
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The same account's token for another audience (the API server's) is no good here.
+    api_token = service_account_token(cluster, agent_account, audience="")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await backend.state.ListConversations(
+            pb.ListConversationsRequest(user_id=USER),
+            metadata=(("authorization", f"Bearer {api_token}"),),
+        )
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_agent_pod_deleted_mid_call_resumes_on_a_new_pod(

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -37,6 +38,31 @@ def test_images_are_unprivileged_and_their_sizes_reported(cluster_run: ClusterRu
         "print([m for m in ('torch', 'sentence_transformers') if u.find_spec(m)])",
     )  # fmt: skip
     assert found.strip() == "[]"
+
+
+# The sha256 of every .py file of the installed package, by path: what a Python runs.
+SOURCES_DIGEST = """
+import hashlib, importlib.util, pathlib
+root = pathlib.Path(importlib.util.find_spec("voiceagent_backbone").origin).parent
+files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+for p in files:
+    print(p.relative_to(root), hashlib.sha256(p.read_bytes()).hexdigest())
+"""
+
+
+def test_images_run_this_checkouts_code(cluster_run: ClusterRun) -> None:
+    """A warm build cache must not install an earlier build's wheel (uv rebuilds a local
+    project only when its cache keys change: pyproject.toml's tool.uv.cache-keys)."""
+    # This checkout's package: the test venv installs it editable.
+    here = subprocess.run(
+        [sys.executable, "-c", SOURCES_DIGEST], capture_output=True, text=True, check=True
+    ).stdout
+    for image in PROJECT_IMAGES:
+        inside = docker(
+            "run", "--rm", "--network=none", "--read-only", "--entrypoint=python", image,
+            "-c", SOURCES_DIGEST,
+        )  # fmt: skip
+        assert inside == here, f"{image} was built from other sources than this checkout"
 
 
 def test_no_layer_holds_the_builds_extra_ca_certificates(cluster_run: ClusterRun) -> None:

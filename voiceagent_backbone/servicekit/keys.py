@@ -138,7 +138,8 @@ class JwksUrl:
         self._task: asyncio.Task[None] | None = None
 
     def _fetch(self) -> dict[str, Key]:
-        headers = {"Accept": "application/json"}
+        # The Kubernetes API server answers 406 to a plain application/json.
+        headers = {"Accept": "application/jwk-set+json, application/json"}
         if self._token_file is not None:
             # The pod's own service-account token: API servers may require one.
             headers["Authorization"] = f"Bearer {self._token_file.read_text().strip()}"

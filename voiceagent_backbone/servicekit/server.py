@@ -172,10 +172,10 @@ def _verifier(settings: ServiceSettings, service: str) -> auth.JwtVerifier | Non
 def _verification_keys(settings: ServiceSettings, service: str) -> VerificationKeys:
     key = settings.jwt_key()
     if not key and settings.auth_jwks_file is None and settings.auth_jwks_url is None:
+        p = settings.model_config.get("env_prefix", "")
         raise ValueError(
-            "no key to verify tokens with. Set the auth_jwt_key (or auth_jwt_key_file), "
-            "auth_jwks_file or auth_jwks_url setting through the service's environment "
-            "prefix, or auth_disabled=true for a local experiment."
+            f"no key to verify tokens with. Set {p}AUTH_JWKS_URL or {p}AUTH_JWKS_FILE (public "
+            f"keys), or {p}AUTH_JWT_KEY(_FILE); {p}AUTH_DISABLED=true for a local experiment."
         )
     if key and any(a.startswith("HS") for a in settings.auth_jwt_algorithms):
         if len(key.encode()) < 32:

@@ -133,15 +133,110 @@ seccompProfile:
 {{- printf "dns:///%s-headless.%s.svc.%s:%d" (include "voiceagent.componentName" (dict "ctx" . "component" "context")) .Release.Namespace .Values.clusterDomain (int .Values.context.grpc.port) -}}
 {{- end -}}
 
-{{/* The JWT key as a mounted file (never an environment variable). */}}
-{{- define "voiceagent.jwtVolume" -}}
-- name: jwt-key
+{{/* The ServiceAccount of a component's pods: (dict "ctx" $ "component" "agent"). With
+     service-account credentials the agent and context_svc each run as their own, since
+     their tokens are their identities. */}}
+{{- define "voiceagent.componentServiceAccount" -}}
+{{- if and (eq .ctx.Values.auth.mode "serviceAccount") (has .component (list "agent" "context")) -}}
+{{- include "voiceagent.componentName" . -}}
+{{- else -}}
+{{- include "voiceagent.serviceAccountName" .ctx -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "voiceagent.serviceAccountSubject" -}}
+{{- printf "system:serviceaccount:%s:%s" .ctx.Release.Namespace (include "voiceagent.componentServiceAccount" .) -}}
+{{- end -}}
+
+{{/* Subject -> grant, as JSON, for the services' AUTH_GRANTS: the agent's tenant and the
+     scopes it uses, context_svc's feed, then the operator's own (auth.serviceAccount.grants). */}}
+{{- define "voiceagent.authGrants" -}}
+{{- $grants := dict -}}
+{{- $agent := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "agent") -}}
+{{- $_ := set $grants $agent (dict "tenant" .Values.agent.tenant "scopes" (list "state.read" "state.write" "context.read")) -}}
+{{- $context := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "context") -}}
+{{- $_ := set $grants $context (dict "tenant" "context_svc" "scopes" (list "state.read" "state.feed")) -}}
+{{- range $subject, $grant := .Values.auth.serviceAccount.grants -}}
+{{- $_ := set $grants $subject $grant -}}
+{{- end -}}
+{{- toJson $grants -}}
+{{- end -}}
+
+{{/* How state_svc and context_svc verify tokens: (dict "ctx" $ "prefix" "STATE_"). */}}
+{{- define "voiceagent.authEnv" -}}
+{{- $ctx := .ctx -}}
+{{- if eq $ctx.Values.auth.mode "serviceAccount" -}}
+{{- $sa := $ctx.Values.auth.serviceAccount -}}
+- name: {{ .prefix }}AUTH_JWKS_URL
+  value: {{ $sa.jwksUrl | quote }}
+- name: {{ .prefix }}AUTH_JWKS_CA_FILE
+  value: /var/run/secrets/voiceagent/kube-ca.crt
+- name: {{ .prefix }}AUTH_JWKS_TOKEN_FILE
+  value: /var/run/secrets/voiceagent/kube-token
+- name: {{ .prefix }}AUTH_JWT_AUDIENCE
+  value: {{ $sa.audience | quote }}
+{{- if $sa.issuer }}
+- name: {{ .prefix }}AUTH_JWT_ISSUER
+  value: {{ $sa.issuer | quote }}
+{{- end }}
+- name: {{ .prefix }}AUTH_GRANTS
+  value: {{ include "voiceagent.authGrants" $ctx | quote }}
+{{- else -}}
+- name: {{ .prefix }}AUTH_JWT_KEY_FILE
+  value: /var/run/secrets/voiceagent/jwt-key
+{{- end -}}
+{{- end -}}
+
+{{/* The credentials volume, mounted at /var/run/secrets/voiceagent:
+     (dict "ctx" $ "verifies" true "presents" true). sharedKey: the HS256 key file.
+     serviceAccount: for a service that verifies, a token for the API server and the
+     cluster CA (to read the key set); for one that calls others, its token for them. */}}
+{{- define "voiceagent.credentialsVolume" -}}
+{{- $ctx := .ctx -}}
+- name: credentials
+{{- if eq $ctx.Values.auth.mode "serviceAccount" }}
+{{- $sa := $ctx.Values.auth.serviceAccount }}
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- if .verifies }}
+      - serviceAccountToken:
+          path: kube-token
+          expirationSeconds: {{ int $sa.tokenExpirationSeconds }}
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: kube-ca.crt
+      {{- end }}
+      {{- if .presents }}
+      - serviceAccountToken:
+          path: token
+          audience: {{ $sa.audience | quote }}
+          expirationSeconds: {{ int $sa.tokenExpirationSeconds }}
+      {{- end }}
+{{- else }}
   secret:
-    secretName: {{ include "voiceagent.jwtSecretName" . }}
+    secretName: {{ include "voiceagent.jwtSecretName" $ctx }}
     defaultMode: 0440
     items:
-      - key: {{ .Values.auth.existingSecretKey }}
+      - key: {{ $ctx.Values.auth.existingSecretKey }}
         path: jwt-key
+{{- end }}
+{{- end -}}
+
+{{/* Egress to the API server for the key set (auth.mode serviceAccount). */}}
+{{- define "voiceagent.apiServerEgress" -}}
+{{- if eq .Values.auth.mode "serviceAccount" }}
+{{- with .Values.networkPolicy.egress.apiServer }}
+- ports:
+    {{- toYaml .ports | nindent 4 }}
+  {{- with .to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* An environment variable's value from a number (or string, or boolean) in the values.
@@ -168,8 +263,7 @@ seccompProfile:
   value: "0.0.0.0"
 - name: {{ .prefix }}METRICS_PORT
   value: {{ include "voiceagent.envValue" $v.metrics.port }}
-- name: {{ .prefix }}AUTH_JWT_KEY_FILE
-  value: /var/run/secrets/voiceagent/jwt-key
+{{ include "voiceagent.authEnv" (dict "ctx" .ctx "prefix" .prefix) }}
 - name: {{ .prefix }}GRACE_PERIOD_S
   value: {{ include "voiceagent.envValue" $v.gracePeriodSeconds }}
 - name: {{ .prefix }}SHUTDOWN_DELAY_S
