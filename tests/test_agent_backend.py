@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -144,7 +145,17 @@ async def test_killed_job_process_spool_replayed_by_next_process(
             tmp_path / "child.log",
             env={"PYTHONPATH": str(Path.cwd())},
         )
+        # Another connection holds the database's write lock from the 100th event on, so
+        # however fast this machine is, writes are still in flight or spooled at the kill.
+        lock = sqlite3.connect(settings.sqlite_path, isolation_level=None)
         try:
+            await asyncio.to_thread(
+                wait_until,
+                lambda: child.output().count("\n") >= 100,
+                60,
+                "the child to accept 100 events",
+            )
+            lock.execute("BEGIN IMMEDIATE")
             await asyncio.to_thread(
                 wait_until,
                 lambda: child.output().count("\n") >= 300,
@@ -156,6 +167,9 @@ async def test_killed_job_process_spool_replayed_by_next_process(
             output = child.output()
         finally:
             child.stop()
+            if lock.in_transaction:
+                lock.execute("ROLLBACK")
+            lock.close()
         accepted = [ln for ln in output.splitlines() if len(ln) == 36]
         stored_before = await _stored(state.stub(), state.metadata(), conversation_id)
         assert len(stored_before) < len(accepted), "the kill came too late to test a replay"

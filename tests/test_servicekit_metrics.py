@@ -37,6 +37,19 @@ def handled(port: int, method: str, code: str, rpc_type: str = "unary") -> float
     return scrape(port).get(("grpc_server_handled_total", labels), 0.0)
 
 
+async def counted(
+    port: int, method: str, code: str, expected: float, rpc_type: str = "unary"
+) -> float:
+    """The count once it reaches `expected` (at most 5 s): the server counts a call as it
+    finishes, which may be a moment after the client has its answer."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while (value := handled(port, method, code, rpc_type)) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return value
+
+
 async def test_abort_is_counted_under_its_real_code(
     probe: GrpcServer, probe_channel: grpc.aio.Channel, make_token: TokenFactory
 ) -> None:
@@ -45,7 +58,7 @@ async def test_abort_is_counted_under_its_real_code(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call(empty_pb2.Empty(), metadata=bearer(make_token()))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert handled(probe.metrics_port, "Abort", "INVALID_ARGUMENT") == before + 1
+    assert await counted(probe.metrics_port, "Abort", "INVALID_ARGUMENT", before + 1) == before + 1
 
 
 async def test_domain_error_and_auth_failures_are_counted(
@@ -61,9 +74,13 @@ async def test_domain_error_and_auth_failures_are_counted(
     with pytest.raises(grpc.aio.AioRpcError):
         await call(wrappers_pb2.StringValue(value="x"))
     await call(wrappers_pb2.StringValue(value="x"), metadata=bearer(make_token()))
-    assert handled(port, "Validate", "INVALID_ARGUMENT") == invalid_before + 1
-    assert handled(port, "Validate", "UNAUTHENTICATED") == unauth_before + 1
-    assert handled(port, "Validate", "OK") == ok_before + 1
+    assert await counted(port, "Validate", "INVALID_ARGUMENT", invalid_before + 1) == (
+        invalid_before + 1
+    )
+    assert await counted(port, "Validate", "UNAUTHENTICATED", unauth_before + 1) == (
+        unauth_before + 1
+    )
+    assert await counted(port, "Validate", "OK", ok_before + 1) == ok_before + 1
 
 
 async def test_started_and_latency_histogram(
@@ -100,7 +117,9 @@ async def test_server_stream_counted(
         async for m in stream(wrappers_pb2.Int32Value(value=5), metadata=bearer(make_token()))
     ]
     assert values == [0, 1, 2, 3, 4]
-    assert handled(probe.metrics_port, "Count", "OK", "server_stream") == before + 1
+    assert await counted(probe.metrics_port, "Count", "OK", before + 1, "server_stream") == (
+        before + 1
+    )
 
 
 async def test_deadline_exceeded_is_counted(
@@ -111,8 +130,7 @@ async def test_deadline_exceeded_is_counted(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await sleep(duration_pb2.Duration(seconds=5), metadata=bearer(make_token()), timeout=0.2)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    for _ in range(50):  # the server notices the deadline on its own schedule
-        if handled(probe.metrics_port, "Sleep", "DEADLINE_EXCEEDED") == before + 1:
-            break
-        await asyncio.sleep(0.05)
-    assert handled(probe.metrics_port, "Sleep", "DEADLINE_EXCEEDED") == before + 1
+    # The server notices the deadline on its own schedule.
+    assert await counted(probe.metrics_port, "Sleep", "DEADLINE_EXCEEDED", before + 1) == (
+        before + 1
+    )
