@@ -273,6 +273,8 @@ async def test_knowledge_is_shared_by_the_tenants_users_only(
         metadata=md,
     )
     assert doc.document.chunk_count >= 1
+    # A small document is embedded within the call's budget: fully indexed on return.
+    assert doc.document.embedded_chunks == doc.document.chunk_count
     assert doc.document.ingested_at.seconds > 0
 
     for user in ("ana", "ben"):

@@ -1,10 +1,15 @@
-"""context_svc's pure parts: chunking, analysis, rendering within a budget, the partition."""
+"""context_svc's pure parts: chunking, analysis, rendering within a budget, the partition,
+the queue of chunks waiting for their vector."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from voiceagent_backbone.context_svc.backfill import DocumentTail, KnowledgeBackfill
 from voiceagent_backbone.context_svc.chunking import chunk_text
+from voiceagent_backbone.context_svc.embedding import Vectors
 from voiceagent_backbone.context_svc.index import Entry, Index, Source
 from voiceagent_backbone.context_svc.lexical import analyze
 from voiceagent_backbone.context_svc.render import estimate_tokens, render
@@ -81,3 +86,72 @@ def test_partition_removal_and_compaction_keep_search_right() -> None:
     for i in range(150, 200):
         index.remove(key, str(i))
     assert key not in index.partitions
+
+
+def test_an_entry_without_a_vector_is_ranked_by_bm25_until_it_gets_one() -> None:
+    index = Index(dim=2)
+    key = ("t", Source.KNOWLEDGE, "")
+    near, far = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    index.add(key, _entry("embedded", "parking garage"), ["park", "garag"], far)
+    index.add(key, _entry("pending", "badge desk"), ["badg", "desk"], None)
+
+    # The query means what the pending entry says, but without a vector it is no dense
+    # candidate; a keyword finds it, scored by BM25 alone (not pushed down by a zero cosine).
+    by_meaning = index.search([key], ["unrelated"], near, limit=10, lexical_weight=0.5)
+    assert [h.entry.key for h in by_meaning] == ["embedded"]
+    by_keyword = index.search([key], ["badg"], near, limit=10, lexical_weight=0.5)
+    top = by_keyword[0]
+    assert (top.entry.key, top.score, top.dense) == ("pending", 1.0, 0.0)
+
+    assert index.set_vector(key, "pending", near)
+    by_meaning = index.search([key], ["unrelated"], near, limit=10, lexical_weight=0.5)
+    assert [h.entry.key for h in by_meaning] == ["pending", "embedded"]
+    # Removed entries take no vector (a deleted document's late embedding).
+    index.remove(key, "pending")
+    assert not index.set_vector(key, "pending", near)
+    assert not index.set_vector(("t", Source.KNOWLEDGE, "other"), "pending", near)
+
+    # Compaction keeps which rows have a vector.
+    for i in range(100):
+        index.add(key, _entry(str(i), f"note {i}"), ["note", str(i)], near if i % 2 else None)
+    for i in range(80):
+        index.remove(key, str(i))
+    by_meaning = index.search([key], ["unrelated"], near, limit=100, lexical_weight=0.5)
+    assert sorted(h.entry.key for h in by_meaning if h.entry.key != "embedded") == sorted(
+        str(i) for i in range(81, 100, 2)
+    )
+
+
+async def _no_embedding(texts: Sequence[str]) -> Vectors:
+    raise AssertionError("the worker is not started here")
+
+
+async def _no_store(tail: DocumentTail, texts: list[str], vectors: Vectors) -> None:
+    raise AssertionError("the worker is not started here")
+
+
+def test_a_documents_tail_goes_with_its_version() -> None:
+    backfill = KnowledgeBackfill(_no_embedding, _no_store, batch=16)
+    old = DocumentTail("t", "doc", 1, {"a": [0], "b": [1, 2]})
+    backfill.put(old)
+    assert (backfill.count("t"), backfill.count("u"), backfill.pending_of("t", "doc", 1)) == (
+        3,
+        0,
+        3,
+    )
+
+    # Ingested again: the old version's texts are no longer anyone's work, and a vector
+    # computed for one of them meanwhile is refused (is_current).
+    new = DocumentTail("t", "doc", 2, {"c": [0]})
+    backfill.put(new)
+    assert not backfill.is_current(old)
+    assert backfill.is_current(new)
+    assert (backfill.count(), backfill.pending_of("t", "doc", 1)) == (1, 0)
+    backfill.done(new, ["c"])
+    assert (backfill.count(), backfill.is_current(new)) == (0, False)
+
+    # Deleted: dropped. A version without a tail leaves nothing queued.
+    backfill.put(DocumentTail("t", "gone", 3, {"x": [0, 1]}))
+    backfill.drop("t", "gone")
+    backfill.put(DocumentTail("t", "small", 4, {}))
+    assert backfill.count() == 0

@@ -120,6 +120,13 @@ CASES: list[tuple[str, str, Any, str]] = [
         "document.metadata",
     ),
     ("delete document without id", "DeleteDocument", pb.DeleteDocumentRequest(), "document_id"),
+    ("get document without id", "GetDocument", pb.GetDocumentRequest(), "document_id"),
+    (
+        "get document bad id",
+        "GetDocument",
+        pb.GetDocumentRequest(document_id="a b"),
+        "document_id",
+    ),
     (
         "list documents page size",
         "ListDocuments",

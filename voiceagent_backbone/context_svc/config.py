@@ -44,6 +44,12 @@ class ContextSettings(ServiceSettings):
     lexical_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     # Enrich never takes longer than this, whatever the caller's deadline.
     enrich_max_s: float = Field(default=1.0, gt=0)
+    # IngestDocument embeds chunks until this long after the call's start (finishing the
+    # batch of 16 under way) and answers; the rest are embedded in the background, found by
+    # keyword meanwhile.
+    # Embedding costs about 20 ms per distinct chunk on 2 cores: 2 s covers a document of
+    # about 100 chunks, while a 512 KiB one (1,280) would take half a minute or more.
+    ingest_sync_budget_s: float = Field(default=2.0, ge=0)
 
     # Input bounds.
     chunk_words: int = Field(default=90, ge=10, le=400)

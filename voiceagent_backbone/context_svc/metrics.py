@@ -40,3 +40,7 @@ INDEX_ENTRIES = Gauge(
 INDEX_BYTES = Gauge(
     "context_index_vector_bytes", "Memory held by the index's vectors and per-row arrays."
 )
+KNOWLEDGE_PENDING_CHUNKS = Gauge(
+    "context_knowledge_pending_chunks",
+    "Knowledge chunks stored and found by keyword, waiting for the background embedding.",
+)

@@ -31,6 +31,7 @@ SCOPES = method_scopes(
         "IngestDocument": WRITE,
         "DeleteDocument": WRITE,
         "ListDocuments": READ,
+        "GetDocument": READ,
         "UpsertFacts": WRITE,
         "ListFacts": READ,
         "DeleteFact": WRITE,

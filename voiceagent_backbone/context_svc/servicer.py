@@ -94,13 +94,14 @@ def _item(hit: Hit) -> pb.ContextItem:
     )
 
 
-def _document(row: DocumentRow, with_text: bool) -> pb.Document:
+def _document(row: DocumentRow, embedded_chunks: int, with_text: bool) -> pb.Document:
     out = pb.Document(
         document_id=row.document_id,
         title=row.title,
         text=row.text if with_text else "",
         chunk_count=row.chunk_count,
         ingested_at=_timestamp(row.ingested_at_us),
+        embedded_chunks=embedded_chunks,
     )
     if row.metadata:
         out.metadata.update(row.metadata)
@@ -183,7 +184,7 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         row = await self.domain.ingest_document(
             _tenant(), doc.document_id or uuid7(), doc.title, doc.text, metadata
         )
-        return pb.IngestDocumentResponse(document=_document(row, with_text=False))
+        return pb.IngestDocumentResponse(document=self._document_message(row, with_text=False))
 
     async def DeleteDocument(
         self, request: pb.DeleteDocumentRequest, context: Any
@@ -210,7 +211,7 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         v.raise_if_any()
         size = request.page_size or DEFAULT_PAGE_SIZE
         rows = await self.domain.list_documents(_tenant(), after, size + 1)
-        page = [_document(r, False) for r in rows[:size]]
+        page = [self._document_message(r, with_text=False) for r in rows[:size]]
         fit = ByteBudget(self.settings.max_message_bytes).fill(page)
         out = pb.ListDocumentsResponse(documents=page[:fit])
         if fit < len(rows):
@@ -218,6 +219,20 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
                 "documents", {"a": rows[fit - 1].document_id}
             )
         return out
+
+    async def GetDocument(
+        self, request: pb.GetDocumentRequest, context: Any
+    ) -> pb.GetDocumentResponse:
+        v = Validator()
+        _check_item_id(v, "document_id", request.document_id, required=True)
+        v.raise_if_any()
+        row = await self.domain.get_document(_tenant(), request.document_id)
+        if row is None:
+            raise NotFound(f"document {request.document_id!r} not found")
+        return pb.GetDocumentResponse(document=self._document_message(row, with_text=True))
+
+    def _document_message(self, row: DocumentRow, with_text: bool) -> pb.Document:
+        return _document(row, self.domain.embedded_chunks(row), with_text)
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -278,4 +293,5 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
             facts=s.facts,
             feed_connected=s.feed_connected,
             feed_error=s.feed_error,
+            pending_chunks=s.pending_chunks,
         )

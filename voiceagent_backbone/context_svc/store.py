@@ -5,6 +5,11 @@ and the change-feed cursor. A batch of feed changes and the cursor after it comm
 transaction, so after a crash the index resumes exactly where its stored state ends:
 nothing is applied twice or skipped, and nothing already embedded is embedded again.
 
+A knowledge chunk is stored before it is embedded when its document's ingest ran out of
+time: its vector is then an empty blob (the column stays NOT NULL, so files written before
+need no migration), and the background embedding fills it in; at start-up such chunks are
+queued again.
+
 The file is derived data: losing it costs a rebuild from state_svc's feed (knowledge
 documents and facts, which only live here, excepted: keep the file on a volume).
 All calls run on one worker thread that owns the connection.
@@ -63,7 +68,7 @@ CREATE TABLE IF NOT EXISTS chunks (
   chunk_index INTEGER NOT NULL,
   text TEXT NOT NULL,
   terms TEXT NOT NULL,
-  vector BLOB NOT NULL,
+  vector BLOB NOT NULL,  -- empty until embedded
   PRIMARY KEY (tenant_id, document_id, chunk_index)
 );
 CREATE TABLE IF NOT EXISTS facts (
@@ -105,7 +110,7 @@ class ChunkRow:
     text: str
     terms: list[str]
     ingested_at_us: int
-    vector: Vectors
+    vector: Vectors | None  # None: not embedded yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,10 @@ class BatchResult:
 
 def _blob(vector: Vectors) -> bytes:
     return np.ascontiguousarray(vector, np.float32).tobytes()
+
+
+def _chunk_blob(vector: Vectors | None) -> bytes:
+    return b"" if vector is None else _blob(vector)
 
 
 def _vector(blob: bytes) -> Vectors:
@@ -335,7 +344,7 @@ class IndexStore:
                             ch.chunk_index,
                             ch.text,
                             " ".join(ch.terms),
-                            _blob(ch.vector),
+                            _chunk_blob(ch.vector),
                         )
                         for ch in chunks
                     ],
@@ -343,6 +352,22 @@ class IndexStore:
             return 0 if old is None else int(old["chunk_count"])
 
         return await self._run(write)
+
+    async def set_chunk_vectors(
+        self, tenant_id: str, document_id: str, vectors: dict[int, Vectors]
+    ) -> None:
+        """Stores the vectors of chunks (by index) that were stored without one."""
+        rows = [(_blob(v), tenant_id, document_id, i) for i, v in vectors.items()]
+
+        def write(c: sqlite3.Connection) -> None:
+            with _transaction(c):
+                c.executemany(
+                    "UPDATE chunks SET vector=? WHERE tenant_id=? AND document_id=?"
+                    " AND chunk_index=?",
+                    rows,
+                )
+
+        await self._run(write)
 
     async def delete_document(self, tenant_id: str, document_id: str) -> int | None:
         """Deletes a document; returns its chunk count, None when there was none."""
@@ -376,6 +401,16 @@ class IndexStore:
                 (tenant_id, after, limit),
             ).fetchall()
             return [_document(r) for r in rows]
+
+        return await self._run(read)
+
+    async def get_document(self, tenant_id: str, document_id: str) -> DocumentRow | None:
+        def read(c: sqlite3.Connection) -> DocumentRow | None:
+            row = c.execute(
+                "SELECT * FROM documents WHERE tenant_id=? AND document_id=?",
+                (tenant_id, document_id),
+            ).fetchone()
+            return None if row is None else _document(row)
 
         return await self._run(read)
 
@@ -553,7 +588,7 @@ def _chunk(r: sqlite3.Row) -> ChunkRow:
         text=r["text"],
         terms=r["terms"].split(),
         ingested_at_us=r["ingested_at_us"],
-        vector=_vector(r["vector"]),
+        vector=_vector(r["vector"]) if r["vector"] else None,
     )
 
 

@@ -77,20 +77,22 @@ class EnrichResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ContextItem, _Mapping]]] = ..., context_block: _Optional[str] = ..., context_tokens: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class Document(_message.Message):
-    __slots__ = ("document_id", "title", "text", "metadata", "chunk_count", "ingested_at")
+    __slots__ = ("document_id", "title", "text", "metadata", "chunk_count", "ingested_at", "embedded_chunks")
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     INGESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     document_id: str
     title: str
     text: str
     metadata: _struct_pb2.Struct
     chunk_count: int
     ingested_at: _timestamp_pb2.Timestamp
-    def __init__(self, document_id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunk_count: _Optional[int] = ..., ingested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    embedded_chunks: int
+    def __init__(self, document_id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunk_count: _Optional[int] = ..., ingested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedded_chunks: _Optional[int] = ...) -> None: ...
 
 class IngestDocumentRequest(_message.Message):
     __slots__ = ("document",)
@@ -131,6 +133,18 @@ class ListDocumentsResponse(_message.Message):
     documents: _containers.RepeatedCompositeFieldContainer[Document]
     next_page_token: str
     def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetDocumentRequest(_message.Message):
+    __slots__ = ("document_id",)
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    def __init__(self, document_id: _Optional[str] = ...) -> None: ...
+
+class GetDocumentResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: Document
+    def __init__(self, document: _Optional[_Union[Document, _Mapping]] = ...) -> None: ...
 
 class Fact(_message.Message):
     __slots__ = ("fact_id", "text", "updated_at")
@@ -187,7 +201,7 @@ class GetIndexStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetIndexStatusResponse(_message.Message):
-    __slots__ = ("cursor", "indexed_turns", "lag_events", "lag_seconds", "knowledge_chunks", "facts", "feed_connected", "feed_error")
+    __slots__ = ("cursor", "indexed_turns", "lag_events", "lag_seconds", "knowledge_chunks", "facts", "feed_connected", "feed_error", "pending_chunks")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     INDEXED_TURNS_FIELD_NUMBER: _ClassVar[int]
     LAG_EVENTS_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +210,7 @@ class GetIndexStatusResponse(_message.Message):
     FACTS_FIELD_NUMBER: _ClassVar[int]
     FEED_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     FEED_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PENDING_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     indexed_turns: int
     lag_events: int
@@ -204,4 +219,5 @@ class GetIndexStatusResponse(_message.Message):
     facts: int
     feed_connected: bool
     feed_error: str
-    def __init__(self, cursor: _Optional[str] = ..., indexed_turns: _Optional[int] = ..., lag_events: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., knowledge_chunks: _Optional[int] = ..., facts: _Optional[int] = ..., feed_connected: _Optional[bool] = ..., feed_error: _Optional[str] = ...) -> None: ...
+    pending_chunks: int
+    def __init__(self, cursor: _Optional[str] = ..., indexed_turns: _Optional[int] = ..., lag_events: _Optional[int] = ..., lag_seconds: _Optional[float] = ..., knowledge_chunks: _Optional[int] = ..., facts: _Optional[int] = ..., feed_connected: _Optional[bool] = ..., feed_error: _Optional[str] = ..., pending_chunks: _Optional[int] = ...) -> None: ...

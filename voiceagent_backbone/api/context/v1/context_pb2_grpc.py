@@ -58,6 +58,11 @@ class ContextServiceStub:
                 request_serializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.ListDocumentsRequest.SerializeToString,
                 response_deserializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.ListDocumentsResponse.FromString,
                 _registered_method=True)
+        self.GetDocument = channel.unary_unary(
+                '/voiceagent.context.v1.ContextService/GetDocument',
+                request_serializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.GetDocumentRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.GetDocumentResponse.FromString,
+                _registered_method=True)
         self.UpsertFacts = channel.unary_unary(
                 '/voiceagent.context.v1.ContextService/UpsertFacts',
                 request_serializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.UpsertFactsRequest.SerializeToString,
@@ -96,6 +101,8 @@ class ContextServiceServicer:
 
     def IngestDocument(self, request, context):
         """Adds or replaces a knowledge-base document of the tenant (chunked for retrieval).
+        Every chunk is stored and found by keyword when it returns; chunks not embedded within
+        the service's time budget are embedded in the background (Document.embedded_chunks).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,6 +117,13 @@ class ContextServiceServicer:
 
     def ListDocuments(self, request, context):
         """Lists the tenant's knowledge-base documents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocument(self, request, context):
+        """One knowledge-base document with its text, and how far its embedding is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +179,11 @@ def add_ContextServiceServicer_to_server(servicer, server):
                     servicer.ListDocuments,
                     request_deserializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.ListDocumentsRequest.FromString,
                     response_serializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.ListDocumentsResponse.SerializeToString,
+            ),
+            'GetDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocument,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.GetDocumentRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.GetDocumentResponse.SerializeToString,
             ),
             'UpsertFacts': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertFacts,
@@ -299,6 +318,33 @@ class ContextService:
             '/voiceagent.context.v1.ContextService/ListDocuments',
             voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.ListDocumentsRequest.SerializeToString,
             voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.context.v1.ContextService/GetDocument',
+            voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.GetDocumentRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_context_dot_v1_dot_context__pb2.GetDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,
