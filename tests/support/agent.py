@@ -102,6 +102,7 @@ def running_agent_worker(
     openai_base_url: str = "http://127.0.0.1:9/v1",
     spool_dir: Path | None = None,
     log_name: str = "agent-worker.log",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[AgentWorker]:
     """`python -m voiceagent_backbone.agent_svc start` against a LiveKit server, until it is
     registered."""
@@ -116,6 +117,7 @@ def running_agent_worker(
         health_port,
         metrics_port,
         openai_base_url,
+        **(extra_env or {}),
     )
     process = ChildProcess(
         [sys.executable, "-m", "voiceagent_backbone.agent_svc", "start"],

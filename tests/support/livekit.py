@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,16 @@ class LiveKitServer:
     api_secret: str
 
 
-def _config(port: int, tcp_port: int, udp_start: int) -> str:
+def _config(port: int, tcp_port: int, udp_start: int, webhook_urls: list[str]) -> str:
     # Everything on loopback: no external IP discovery, no TURN, a small UDP range.
-    return f"""
+    webhook = (
+        f"webhook:\n  api_key: {DEV_API_KEY}\n  urls: {json.dumps(webhook_urls)}\n"
+        if webhook_urls
+        else ""
+    )
+    return (
+        webhook
+        + f"""
 port: {port}
 bind_addresses: ["127.0.0.1"]
 rtc:
@@ -38,10 +46,11 @@ turn:
 logging:
   level: info
 """
+    )
 
 
 @contextlib.contextmanager
-def livekit_server(workdir: Path) -> Iterator[LiveKitServer]:
+def livekit_server(workdir: Path, webhook_urls: Sequence[str] = ()) -> Iterator[LiveKitServer]:
     binary = tool_path("livekit-server")
     port, tcp_port, udp_start = free_port(), free_port(), free_port()
     args: list[str | os.PathLike[str]] = [
@@ -52,7 +61,7 @@ def livekit_server(workdir: Path) -> Iterator[LiveKitServer]:
         "--node-ip",
         "127.0.0.1",
         "--config-body",
-        _config(port, tcp_port, min(udp_start, 65000)),
+        _config(port, tcp_port, min(udp_start, 65000), list(webhook_urls)),
     ]
     with child_process(args, workdir / "livekit-server.log") as proc:
         proc.wait_for_port(port, timeout_s=30, what="livekit-server")

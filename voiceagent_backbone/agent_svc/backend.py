@@ -25,7 +25,7 @@ STATE_SCOPES = ("state.read", "state.write")
 CONTEXT_SCOPES = ("context.read",)
 
 
-def _token(settings: AgentSettings, scopes: tuple[str, ...]) -> TokenProvider | None:
+def agent_token(settings: AgentSettings, scopes: tuple[str, ...]) -> TokenProvider | None:
     """The agent's bearer token: from its token file, or minted from the shared HS256 key
     (one machine); none when the services run without authentication."""
     if settings.auth_token_file is not None:
@@ -47,11 +47,11 @@ class BackendClient:
     def __init__(self, settings: AgentSettings, spool_dir: Path | None = None) -> None:
         self.settings = settings
         self._state_channel = create_channel(
-            settings.state_target, token=_token(settings, STATE_SCOPES)
+            settings.state_target, token=agent_token(settings, STATE_SCOPES)
         )
         self._context_channel = create_channel(
             settings.context_target,
-            token=_token(settings, CONTEXT_SCOPES),
+            token=agent_token(settings, CONTEXT_SCOPES),
             # The turn path has no time for retries: one attempt within the budget.
             retry=False,
         )

@@ -32,6 +32,9 @@ class AgentSettings(BaseSettings):
     # Backend services. Tokens are minted from the HS256 key the services verify with.
     state_target: str = "127.0.0.1:50051"
     context_target: str = "127.0.0.1:50052"
+    # recovery_svc: each job holds a stream there, so that the agent is dispatched to the call
+    # again if the job dies. Empty: no recovery (a dead job leaves a silent room).
+    recovery_target: str | None = None
     # Empty: no enrichment (the agent still persists everything to state_svc).
     # Credentials, least privilege first: a token file (the pod's projected
     # service-account token, or a token for this agent's tenant from a mounted Secret),
@@ -66,6 +69,10 @@ class AgentSettings(BaseSettings):
     # Above this CPU load the worker stops taking jobs; the HPA target sits below it.
     load_threshold: float = Field(default=0.7, gt=0, le=1)
     num_idle_processes: int | None = Field(default=None, ge=0)
+    # The load the worker reports to LiveKit: the machine's CPU by default. With max_jobs,
+    # running jobs / max_jobs instead: a capacity that does not move with what else runs on
+    # the machine (livekit-server gives no job to a worker whose load is at its target).
+    max_jobs: int | None = Field(default=None, ge=1)
 
     # State layers.
     history_window: int = Field(default=20, ge=2, le=500)

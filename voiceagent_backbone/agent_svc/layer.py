@@ -28,7 +28,8 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, JobContext, llm, room_io
 
 from voiceagent_backbone.agent_svc import metrics
-from voiceagent_backbone.agent_svc.backend import BackendClient
+from voiceagent_backbone.agent_svc.attendance import Attendance
+from voiceagent_backbone.agent_svc.backend import STATE_SCOPES, BackendClient, agent_token
 from voiceagent_backbone.agent_svc.config import AgentSettings
 from voiceagent_backbone.agent_svc.conversation import ConversationState
 from voiceagent_backbone.agent_svc.enrichment import EnrichedLLM, TurnEnricher
@@ -40,6 +41,7 @@ from voiceagent_backbone.agent_svc.session import (
     RoomMetadata,
     open_conversation,
 )
+from voiceagent_backbone.api.recovery.v1 import recovery_pb2
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class Conversation:
         self._session: AgentSession[Any] | None = None
         self._active = False
         self._closed = False
+        # The job's stream to recovery_svc (when one is configured).
+        self.attendance: Attendance | None = None
 
     # -- what the agent may read -----------------------------------------------------
 
@@ -208,7 +212,13 @@ class Conversation:
         self._closed = True
         self._inactive()
         self.end(self.state.end_reason or "session_closed")
+        await self.end_attendance()
         return await self.backend.aclose(timeout_s)
+
+    async def end_attendance(self) -> None:
+        """Tell recovery_svc this job ends of its own accord: no recovery follows."""
+        if self.attendance is not None:
+            await self.attendance.end(self.state.end_reason or "job_ended")
 
 
 class StateLayer:
@@ -242,6 +252,8 @@ class StateLayer:
         )
         _OPEN[ctx.job.id] = conversation
         identity = participant.identity
+        if self.settings.recovery_target:
+            conversation.attendance = self._attend(ctx, conversation, identity)
 
         async def flush_on_shutdown(reason: str) -> None:
             # After the session closed and on_session_end ran: whatever is still queued is
@@ -288,6 +300,21 @@ class StateLayer:
         )
         return Conversation(state, backend)
 
+    def _attend(self, ctx: JobContext, conversation: Conversation, user: str) -> Attendance:
+        job = recovery_pb2.Job(
+            room_name=ctx.room.name,
+            job_id=ctx.job.id,
+            dispatch_id=ctx.job.dispatch_id,
+            agent_name=ctx.job.agent_name,
+            dispatch_metadata=ctx.job.metadata,
+            conversation_id=conversation.conversation_id,
+            agent_identity=ctx.room.local_participant.identity,
+            user_identity=user,
+            resumed=conversation.resumed,
+        )
+        target = self.settings.recovery_target or ""
+        return Attendance(target, agent_token(self.settings, STATE_SCOPES), job)
+
     def conversation(self, ctx: JobContext) -> Conversation | None:
         """The conversation `open` returned for this job, while the job runs."""
         return _OPEN.get(ctx.job.id)
@@ -300,6 +327,7 @@ class StateLayer:
         if conversation is None:
             return
         conversation.end(conversation.state.end_reason or "job_ended")
+        await conversation.end_attendance()
         flushed = await conversation.backend.flush(self.settings.flush_timeout_s)
         if not flushed:
             log.warning("session ended with writes still queued; they wait in the spool")

@@ -9,6 +9,7 @@ as your own agent would be.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess
@@ -52,8 +53,18 @@ async def entrypoint(ctx: JobContext) -> None:
     await conversation.start(session, agent, room=ctx.room)
 
 
+def job_count_load(max_jobs: int) -> Callable[[AgentServer], float]:
+    def load(server: AgentServer) -> float:
+        return min(1.0, len(server.active_jobs) / max_jobs)
+
+    return load
+
+
 def build_server(settings: AgentSettings) -> AgentServer:
     metrics_port = settings.metrics_port if settings.metrics_port >= 0 else None
+    extra: dict[str, Any] = {}
+    if settings.max_jobs is not None:
+        extra["load_fnc"] = job_count_load(settings.max_jobs)
     server = AgentServer(
         ws_url=settings.livekit_url or None,
         api_key=settings.livekit_api_key or None,
@@ -69,6 +80,7 @@ def build_server(settings: AgentSettings) -> AgentServer:
             if settings.num_idle_processes is not None
             else AgentServer._default_num_idle_processes  # the framework's dev/prod default
         ),
+        **extra,
     )
     server.rtc_session(entrypoint, agent_name=settings.name, on_session_end=LAYER.on_session_end)
     return server

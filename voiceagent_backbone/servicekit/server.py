@@ -34,6 +34,8 @@ class ServiceDefinition:
     # "/pkg.Service/Method" -> required scope; methods missing here are denied.
     method_scopes: Mapping[str, str]
     register: Callable[[grpc.aio.Server], None]
+    # Run when shutdown begins, before in-flight calls are finished or cancelled.
+    on_stopping: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Run after the server stopped taking calls (flush, close connections).
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-lived streams get no server span (one span for hours of a feed is noise), and
@@ -128,6 +130,11 @@ class GrpcServer:
         self._stopped.set()
         log.info("shutting down", extra={"grace_period_s": self.settings.grace_period_s})
         await self.health.enter_graceful_shutdown()
+        for hook in self.definition.on_stopping:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
         if self.settings.shutdown_delay_s > 0:
             await asyncio.sleep(self.settings.shutdown_delay_s)
         await self.server.stop(self.settings.grace_period_s)

@@ -17,6 +17,7 @@ class EventType(enum.StrEnum):
     ERROR = "error"
     AGENT_HANDOFF = "agent_handoff"
     TOOL_CALL = "tool_call"
+    RECOVERY = "recovery"
 
 
 class Role(enum.StrEnum):
@@ -65,7 +66,7 @@ class NewEvent:
     client_time: datetime | None
     participant_identity: str = ""
     # The typed detail: kind is one of transcription, speech, error, handoff, user_action,
-    # tool_call.
+    # tool_call, recovery.
     detail_kind: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 

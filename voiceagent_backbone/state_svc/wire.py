@@ -46,6 +46,7 @@ DETAIL_FOR_TYPE = {
     EventType.AGENT_HANDOFF: "handoff",
     EventType.USER_ACTION: "user_action",
     EventType.TOOL_CALL: "tool_call",
+    EventType.RECOVERY: "recovery",
 }
 MAX_LIST = 32
 

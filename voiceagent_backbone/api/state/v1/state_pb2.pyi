@@ -29,6 +29,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_ERROR: _ClassVar[EventType]
     EVENT_TYPE_AGENT_HANDOFF: _ClassVar[EventType]
     EVENT_TYPE_TOOL_CALL: _ClassVar[EventType]
+    EVENT_TYPE_RECOVERY: _ClassVar[EventType]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,14 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_USER: _ClassVar[Role]
     ROLE_AGENT: _ClassVar[Role]
     ROLE_SYSTEM: _ClassVar[Role]
+
+class RecoveryPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RECOVERY_PHASE_UNSPECIFIED: _ClassVar[RecoveryPhase]
+    RECOVERY_PHASE_CLAIMED: _ClassVar[RecoveryPhase]
+    RECOVERY_PHASE_DISPATCHED: _ClassVar[RecoveryPhase]
+    RECOVERY_PHASE_RECOVERED: _ClassVar[RecoveryPhase]
+    RECOVERY_PHASE_GAVE_UP: _ClassVar[RecoveryPhase]
 
 class DeletionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,10 +63,16 @@ EVENT_TYPE_USER_ACTION: EventType
 EVENT_TYPE_ERROR: EventType
 EVENT_TYPE_AGENT_HANDOFF: EventType
 EVENT_TYPE_TOOL_CALL: EventType
+EVENT_TYPE_RECOVERY: EventType
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_AGENT: Role
 ROLE_SYSTEM: Role
+RECOVERY_PHASE_UNSPECIFIED: RecoveryPhase
+RECOVERY_PHASE_CLAIMED: RecoveryPhase
+RECOVERY_PHASE_DISPATCHED: RecoveryPhase
+RECOVERY_PHASE_RECOVERED: RecoveryPhase
+RECOVERY_PHASE_GAVE_UP: RecoveryPhase
 DELETION_REASON_UNSPECIFIED: DeletionReason
 DELETION_REASON_RETENTION: DeletionReason
 DELETION_REASON_USER_REQUEST: DeletionReason
@@ -152,6 +167,32 @@ class ToolCallDetail(_message.Message):
     is_error: bool
     def __init__(self, call_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ..., output: _Optional[str] = ..., is_error: _Optional[bool] = ...) -> None: ...
 
+class RecoveryDetail(_message.Message):
+    __slots__ = ("phase", "lost_job_id", "lost_identity", "attempt", "dispatch_id", "new_job_id", "reason", "lost_at", "agent_absent", "replica_id", "new_identity")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    LOST_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LOST_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LOST_AT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ABSENT_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    phase: RecoveryPhase
+    lost_job_id: str
+    lost_identity: str
+    attempt: int
+    dispatch_id: str
+    new_job_id: str
+    reason: str
+    lost_at: _timestamp_pb2.Timestamp
+    agent_absent: _duration_pb2.Duration
+    replica_id: str
+    new_identity: str
+    def __init__(self, phase: _Optional[_Union[RecoveryPhase, str]] = ..., lost_job_id: _Optional[str] = ..., lost_identity: _Optional[str] = ..., attempt: _Optional[int] = ..., dispatch_id: _Optional[str] = ..., new_job_id: _Optional[str] = ..., reason: _Optional[str] = ..., lost_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_absent: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., replica_id: _Optional[str] = ..., new_identity: _Optional[str] = ...) -> None: ...
+
 class UserActionDetail(_message.Message):
     __slots__ = ("action",)
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -159,7 +200,7 @@ class UserActionDetail(_message.Message):
     def __init__(self, action: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "conversation_id", "seq", "type", "role", "text", "payload", "client_time", "server_time", "participant_identity", "tenant_id", "user_ids", "transcription", "speech", "error", "handoff", "user_action", "tool_call")
+    __slots__ = ("event_id", "conversation_id", "seq", "type", "role", "text", "payload", "client_time", "server_time", "participant_identity", "tenant_id", "user_ids", "transcription", "speech", "error", "handoff", "user_action", "tool_call", "recovery")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +219,7 @@ class Event(_message.Message):
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
     USER_ACTION_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     conversation_id: str
     seq: int
@@ -196,7 +238,8 @@ class Event(_message.Message):
     handoff: HandoffDetail
     user_action: UserActionDetail
     tool_call: ToolCallDetail
-    def __init__(self, event_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., role: _Optional[_Union[Role, str]] = ..., text: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., client_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., participant_identity: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., transcription: _Optional[_Union[TranscriptionDetail, _Mapping]] = ..., speech: _Optional[_Union[SpeechDetail, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., handoff: _Optional[_Union[HandoffDetail, _Mapping]] = ..., user_action: _Optional[_Union[UserActionDetail, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDetail, _Mapping]] = ...) -> None: ...
+    recovery: RecoveryDetail
+    def __init__(self, event_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[EventType, str]] = ..., role: _Optional[_Union[Role, str]] = ..., text: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., client_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., participant_identity: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., transcription: _Optional[_Union[TranscriptionDetail, _Mapping]] = ..., speech: _Optional[_Union[SpeechDetail, _Mapping]] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ..., handoff: _Optional[_Union[HandoffDetail, _Mapping]] = ..., user_action: _Optional[_Union[UserActionDetail, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDetail, _Mapping]] = ..., recovery: _Optional[_Union[RecoveryDetail, _Mapping]] = ...) -> None: ...
 
 class ChatItem(_message.Message):
     __slots__ = ("item_id", "role", "text", "created_at", "interrupted")
