@@ -6,21 +6,30 @@ who leaves and a drained worker bring no new agent; two replicas dispatch once."
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import signal
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from google.protobuf.json_format import MessageToJson
 from livekit import api
 
-from tests.support.agent import AGENT_NAME, AgentWorker, running_agent_worker
+from tests.apps.hanging_up_agent import AGENT_NAME as HANGING_UP
+from tests.support.agent import AGENT_NAME, AgentWorker, running_agent_worker, worker_env
 from tests.support.caller import Caller, until
 from tests.support.fake_openai import FakeOpenAI, fake_openai
 from tests.support.livekit import LiveKitServer, livekit_server
-from tests.support.processes import free_port
+from tests.support.processes import ChildProcess, free_port, wait_until
 from tests.support.recovery import (
     RecoveryReplica,
     job_processes,
@@ -29,6 +38,15 @@ from tests.support.recovery import (
 )
 from tests.support.state import StateHandle, running_state, state_settings
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.recovery_svc.config import RecoverySettings
+from voiceagent_backbone.recovery_svc.domain import RecoveryDomain
+from voiceagent_backbone.recovery_svc.ledger import StateLedger
+from voiceagent_backbone.recovery_svc.model import LostJob
+from voiceagent_backbone.recovery_svc.rooms import LiveKitRooms
+from voiceagent_backbone.recovery_svc.service import state_token
+from voiceagent_backbone.servicekit.client import create_channel
+from voiceagent_backbone.servicekit.ids import uuid7
 
 pytestmark = pytest.mark.livekit
 
@@ -255,3 +273,206 @@ async def test_a_killed_worker_process_group_is_replaced(stack: Stack) -> None:
             heard = c.caller.heard_frames
             os.killpg(worker.process.pid, signal.SIGKILL)
             await assert_recovered(stack, c, conversation_id, heard)
+
+
+async def assert_no_recovery(stack: Stack, c: Call, conversation_id: str) -> None:
+    """Long enough for every path to have acted: the webhook's settle time and two
+    reconcile rounds."""
+    await asyncio.sleep(6)
+    assert await c.dispatch_count() == 1, "the agent was dispatched again"
+    assert stack.dispatches() == 0
+    assert not recovery_phases(await history(stack, conversation_id))
+
+
+async def conversation_status(stack: Stack, conversation_id: str) -> int:
+    reply = await stack.state.stub().GetConversation(
+        pb.GetConversationRequest(conversation_id=conversation_id),
+        metadata=stack.state.metadata(),
+    )
+    return int(reply.conversation.status)
+
+
+async def test_the_user_leaving_brings_no_new_agent(stack: Stack) -> None:
+    with workers(stack):
+        async with call(stack, "user-leaves") as c:
+            conversation_id = await c.start()
+            await c.caller.leave()
+
+            async def ended() -> bool:
+                status = await conversation_status(stack, conversation_id)
+                return status == pb.CONVERSATION_STATUS_ENDED
+
+            await until(ended, "the conversation ended")
+            await assert_no_recovery(stack, c, conversation_id)
+
+
+async def test_a_drained_worker_brings_no_new_agent(stack: Stack) -> None:
+    with workers(stack):
+        async with call(stack, "drain") as c:
+            conversation_id = await c.start()
+            worker, _ = worker_holding_the_job(stack)
+            worker.process.signal(signal.SIGTERM)
+            await asyncio.to_thread(worker.process.wait, 60)
+            assert await conversation_status(stack, conversation_id) == (
+                pb.CONVERSATION_STATUS_ENDED
+            )
+            await assert_no_recovery(stack, c, conversation_id)
+
+
+async def test_an_agent_that_ends_the_call_is_not_brought_back(stack: Stack) -> None:
+    target = ",".join(f"127.0.0.1:{r.port}" for r in stack.replicas)
+    env = worker_env(
+        stack.livekit,
+        f"127.0.0.1:{stack.state.port}",
+        f"127.0.0.1:{free_port()}",
+        stack.jwt_key,
+        stack.workdir / "spool",
+        free_port(),
+        free_port(),
+        AGENT_RECOVERY_TARGET=f"ipv4:{target}",
+        AGENT_MAX_JOBS="4",
+        HEALTH_PORT=str(free_port()),
+    )
+    os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    app = ChildProcess(
+        [sys.executable, "-m", "tests.apps.hanging_up_agent", "start"],
+        stack.workdir / "hanging-up-agent.log",
+        env=env,
+    )
+    try:
+        wait_until(lambda: "registered worker" in app.output(), 60, "worker registration")
+        async with call(stack, "hang-up") as c:
+            await c.lkapi.room.create_room(api.CreateRoomRequest(name=c.room))
+            await c.caller.join(stack.livekit, c.room)
+            await c.lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=HANGING_UP, room=c.room)
+            )
+            conversation_id = await c.conversation_id()
+
+            async def ended() -> bool:
+                status = await conversation_status(stack, conversation_id)
+                return status == pb.CONVERSATION_STATUS_ENDED
+
+            await until(ended, "the agent ended the call")
+            await asyncio.sleep(6)
+            listed = await c.lkapi.agent_dispatch.list_dispatch(room_name=c.room)
+            assert len([d for d in listed if d.agent_name == HANGING_UP]) == 1
+            assert stack.dispatches() == 0
+            assert not recovery_phases(await history(stack, conversation_id))
+    finally:
+        app.stop(timeout_s=20)
+
+
+async def test_two_replicas_deciding_the_same_loss_dispatch_once_then_give_up(
+    stack: Stack,
+) -> None:
+    """Both replicas see the same lost job at the same moment (the claim in the log is all
+    that keeps them apart); no worker takes the dispatch, so the attempts run out and the
+    call is given up, with the reason in its log."""
+    settings = RecoverySettings.model_validate(
+        {
+            "LIVEKIT_URL": stack.livekit.url,
+            "LIVEKIT_API_KEY": stack.livekit.api_key,
+            "LIVEKIT_API_SECRET": stack.livekit.api_secret,
+            "state_target": f"127.0.0.1:{stack.state.port}",
+            "auth_jwt_key": stack.jwt_key,
+            "tenant": "tenant-a",
+            "assign_timeout_s": 1.0,
+            "max_attempts": 2,
+            "retry_backoff_s": 0.2,
+        }
+    )
+    room = "race"
+    conversation_id = uuid7()
+    await stack.state.stub().CreateConversation(
+        pb.CreateConversationRequest(conversation_id=conversation_id, room_name=room),
+        metadata=stack.state.metadata(),
+    )
+    async with call(stack, room) as c:
+        await c.lkapi.room.create_room(api.CreateRoomRequest(name=room))
+        await c.caller.join(stack.livekit, room)
+        channel = create_channel(f"127.0.0.1:{stack.state.port}", token=state_token(settings))
+        rooms = [LiveKitRooms(stack.livekit.http_url, "devkey", "secret") for _ in range(2)]
+        ledger = StateLedger(state_pb2_grpc.StateServiceStub(channel))  # type: ignore[no-untyped-call]
+        domains = [RecoveryDomain(settings, r, ledger) for r in rooms]
+        lost = LostJob(
+            room_name=room,
+            conversation_id=conversation_id,
+            job_id="AJ_lost",
+            agent_identity="agent-AJ_lost",
+            agent_name="nobody-serves-this-agent",
+            dispatch_metadata="{}",
+            user_identity="caller-1",
+            lost_at=datetime.now(UTC),
+            how="attend_stream_lost",
+        )
+        try:
+            await asyncio.gather(*(d.recover(lost) for d in domains))
+        finally:
+            for r in rooms:
+                await r.aclose()
+            await channel.close(None)
+        events = await history(stack, conversation_id)
+        recovery = [e.recovery for e in events if e.type == pb.EVENT_TYPE_RECOVERY]
+        steps = [(pb.RecoveryPhase.Name(r.phase)[15:], r.attempt) for r in recovery]
+        assert steps == [
+            ("CLAIMED", 1),
+            ("DISPATCHED", 1),
+            ("CLAIMED", 2),
+            ("DISPATCHED", 2),
+            ("GAVE_UP", 0),
+        ]
+        gave_up = events[-1].recovery
+        assert gave_up.reason == "no agent joined after 2 attempts"
+        reply = await stack.state.stub().GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation_id),
+            metadata=stack.state.metadata(),
+        )
+        assert reply.conversation.status == pb.CONVERSATION_STATUS_ENDED
+        assert reply.conversation.end_reason == "recovery_gave_up"
+        # The second attempt deleted the first one's dispatch: at most one is ever pending.
+        listed = await c.lkapi.agent_dispatch.list_dispatch(room_name=room)
+        assert [d for d in listed if d.agent_name == lost.agent_name] == []
+
+
+def signed(body: str, secret: str = "secret") -> dict[str, str]:
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    return {"Authorization": api.AccessToken("devkey", secret).with_sha256(digest).to_jwt()}
+
+
+async def test_a_forged_stale_or_replayed_webhook_changes_nothing(stack: Stack) -> None:
+    replica = stack.replicas[0]
+    event = api.WebhookEvent(
+        event="participant_left",
+        id="EV_test_replay",
+        created_at=int(time.time()),
+        room=api.Room(name="no-such-room", metadata='{"conversation_id": "c-1"}'),
+        participant=api.ParticipantInfo(identity="agent-x", kind=api.ParticipantInfo.AGENT),
+    )
+    body = MessageToJson(event)
+    stale = MessageToJson(
+        api.WebhookEvent(event="participant_left", id="EV_old", created_at=int(time.time()) - 3600)
+    )
+
+    def post(payload: str, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            replica.webhook_url, data=payload.encode(), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    assert post(body, {}) == 401
+    assert post(body, signed(body, secret="not-the-secret")) == 401
+    assert post(body + " ", signed(body)) == 401, "a body that is not the signed one"
+    assert post(stale, signed(stale)) == 400
+    assert post(body, signed(body)) == 200
+    assert post(body, signed(body)) == 200
+    assert replica.metric("recovery_webhooks_total", result="bad_signature") == 3
+    assert replica.metric("recovery_webhooks_total", result="stale") == 1
+    assert replica.metric("recovery_webhooks_total", result="replayed") == 1
+    await asyncio.sleep(2)  # past the settle time: the accepted one was checked, and ignored
+    assert stack.dispatches() == 0
+    assert replica.process.alive()

@@ -59,15 +59,18 @@ class RecoverySettings(ServiceSettings):
     # joined the room this long after its dispatch.
     assign_timeout_s: float = Field(default=3.0, gt=0)
     join_timeout_s: float = Field(default=20.0, gt=0)
-    # Attempts per lost job, and the wait before the second one (doubling after).
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    # Attempts per lost job, and the wait before the second one (doubling after, at most
+    # retry_backoff_max_s). The defaults span about 45 s: time for a new pod to start when
+    # the only agent worker died.
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    retry_backoff_max_s: float = Field(default=10.0, ge=0)
     # Jobs of one call that may be lost and recovered; beyond, the call is given up (an
     # agent that crashes at every start would otherwise be dispatched for ever).
     max_recoveries: int = Field(default=10, ge=1)
     # Only these agents are recovered by the webhook and reconcile paths (empty: every
     # agent); jobs that attach are always theirs.
     agent_names: list[str] = Field(default_factory=list)
-    retry_backoff_s: float = Field(default=1.0, ge=0)
     # Every room is checked through the server API this often, so that a lost webhook or a
     # job without an Attend stream is still recovered.
     reconcile_interval_s: float = Field(default=10.0, ge=0.5)

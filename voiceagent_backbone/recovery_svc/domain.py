@@ -194,7 +194,9 @@ class RecoveryDomain:
             skip = await self._why_not(lost, ours)
             if skip is not None:
                 metrics.SKIPPED.labels(skip.value).inc()
-                log.info(
+                # Every reconcile round finds rooms whose call ended while the user stays.
+                log.log(
+                    logging.DEBUG if lost.how == "reconcile" else logging.INFO,
                     "no recovery needed",
                     extra={"job_id": lost.job_id, "room": lost.room_name, "reason": skip.value},
                 )
