@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test e2e setup tools proto check pytest clean bench-state bench-context bench-agent bench-load
+.PHONY: run test e2e setup tools proto check pytest clean bench-state bench-context bench-agent bench-load bench-recovery
 
 run: setup ## set up, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
 	@bash scripts/run.sh
@@ -44,6 +44,9 @@ bench-agent: setup ## handler hand-off time and on_user_turn_completed latency, 
 
 bench-load: setup ## the most simulated conversations state_svc and context_svc sustain together (append p99 <= 100 ms, Enrich p95 <= 50 ms)
 	@$(PY) -m bench.bench_load $(BENCH_ARGS)
+
+bench-recovery: setup ## SIGKILL the job process of a live call 10 times: recovered, double dispatches, kill to the new agent's first audio (p50 <= 3 s, max <= 6 s)
+	@$(PY) -m bench.bench_recovery $(BENCH_ARGS)
 
 clean: ## remove the venv and built tools
 	rm -rf .venv .tools .run

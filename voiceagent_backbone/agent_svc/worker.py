@@ -28,7 +28,10 @@ LAYER = StateLayer()
 
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before any job: load what every job needs."""
-    from livekit.plugins import silero
+    # Imported here, in the idle process, not by the first job: the OpenAI plugin and the
+    # SDK types it loads take over a second, which a call (and a call being recovered)
+    # would otherwise wait for before its first word.
+    from livekit.plugins import openai, silero  # noqa: F401
 
     settings = LAYER.settings
     configure_logging("agent_svc", settings.log_level)
