@@ -386,11 +386,59 @@ def agent() -> JSON:
             "ops",
         ),
     ]
+    recovery = [
+        Panel(
+            "Recoveries by outcome",
+            [(rate("recovery_redispatch_total", "", "outcome"), "{{outcome}}")],
+            "ops",
+            "Dispatches of the agent to a call whose job died: recovered (the new job joined), "
+            "dispatch_failed and join_timeout (tried again), gave_up (the call was given up).",
+        ),
+        Panel(
+            "Time without an agent p50 / p95",
+            [
+                (quantile(q, "recovery_agent_absent_seconds"), f"p{int(q * 100)}")
+                for q in (0.5, 0.95)
+            ],
+            "s",
+            "From the lost job's last sign of life until the new job joined the room.",
+        ),
+        Panel(
+            "Lost jobs noticed, and why some needed nothing",
+            [
+                (rate("recovery_suspected_total", "", "source"), "noticed: {{source}}"),
+                (rate("recovery_skipped_total", "", "reason"), "skipped: {{reason}}"),
+            ],
+            "ops",
+            "How a loss was noticed (Attend stream, webhook, reconcile) and the checks that "
+            "found no recovery needed (conversation ended, user gone, agent present, ...).",
+        ),
+        Panel(
+            "Attended jobs",
+            [(f"sum by (pod) (recovery_attended_jobs{{{NS}}})", "{{pod}}")],
+            "short",
+            "Agent jobs holding an Attend stream, per recovery_svc replica.",
+            width=12,
+        ),
+        Panel(
+            "Webhooks from livekit-server",
+            [(rate("recovery_webhooks_total", "", "result"), "{{result}}")],
+            "ops",
+            "accepted, or refused: bad_signature, replayed, stale, malformed.",
+            width=12,
+        ),
+    ]
     return dashboard(
         "voiceagent-agent",
         "Voice agent / Agent workers",
-        "Turn latency, enrichment latency and timeouts, the event spool and backend health.",
-        [("Turns", turns), ("Enrichment", enrichment), ("Persistence", persistence)],
+        "Turn latency, enrichment latency and timeouts, the event spool and backend health, "
+        "and crash recovery (recovery_svc).",
+        [
+            ("Turns", turns),
+            ("Enrichment", enrichment),
+            ("Persistence", persistence),
+            ("Crash recovery", recovery),
+        ],
     )
 
 

@@ -37,7 +37,9 @@ from tests.support.helm import (
 pytestmark = pytest.mark.tools
 
 CI_IDS = [p.name for p in CI_VALUES]
-COMPONENTS = ("state", "context", "agent")
+COMPONENTS = ("state", "context", "agent", "recovery")
+# What an autoscaler may scale (recovery_svc has a fixed replica count).
+SCALED = ("state", "context", "agent")
 
 
 @functools.cache
@@ -149,6 +151,8 @@ def test_every_kind_the_chart_can_render_has_a_schema() -> None:
         ({"livekit.url": "http://livekit"}, "/livekit/url"),
         ({"agent.drainTimeoutSeconds": 0}, "/agent/drainTimeoutSeconds"),
         ({"securityContext.runAsUser": 0}, "/securityContext/runAsUser"),
+        ({"recovery.maxAttempts": 0}, "/recovery/maxAttempts"),
+        ({"recovery.webhook.port": 70000}, "/recovery/webhook/port"),
     ],
 )
 def test_wrong_values_fail_at_install(set_values: dict[str, Any], message: str) -> None:
@@ -237,8 +241,9 @@ def test_secrets_are_mounted_or_referenced_never_inlined() -> None:
 
 
 def test_service_account_credentials_hold_no_key() -> None:
-    """The default: the agent and context_svc present their own projected tokens; the
-    services verify them with the cluster's key set and grant each its tenant and scopes."""
+    """The default: the agent, context_svc and recovery_svc present their own projected
+    tokens; the services verify them with the cluster's key set and grant each its tenant
+    and scopes."""
     manifests = ci_render("production-values.yaml")
     accounts = {a["metadata"]["name"] for a in of_kind(manifests, "ServiceAccount")}
     grants: dict[str, Any] = {}
@@ -278,9 +283,22 @@ def test_service_account_credentials_hold_no_key() -> None:
             "tenant": "context_svc",
             "scopes": ["state.read", "state.feed"],
         },
+        # recovery_svc reads conversations and claims its steps in the agent's tenant.
+        subject.format(component_name("recovery")): {
+            "tenant": "default",
+            "scopes": ["state.read", "state.write"],
+        },
         "system:serviceaccount:voice:operator": {"tenant": "acme", "scopes": ["state.read"]},
     }
     assert grants["state"] == grants["context"] == expected
+    # recovery_svc admits only the agent's jobs, for the agent's tenant, with the scope of
+    # the state they write.
+    assert grants["recovery"] == {
+        subject.format(component_name("agent")): {"tenant": "default", "scopes": ["state.write"]}
+    }
+    recovery_env = workload(manifests, "recovery").env("recovery")
+    assert recovery_env["RECOVERY_STATE_TOKEN_FILE"] == "/var/run/secrets/voiceagent/token"
+    assert recovery_env["RECOVERY_TENANT"] == "default"
 
 
 def test_shared_key_mode_mounts_the_key_everywhere() -> None:
@@ -317,7 +335,10 @@ def test_generated_jwt_key_is_long_and_shared() -> None:
 # ------------------------------------------------------------------- services and probes
 
 
-@pytest.mark.parametrize(("component", "prefix"), [("state", "STATE_"), ("context", "CONTEXT_")])
+@pytest.mark.parametrize(
+    ("component", "prefix"),
+    [("state", "STATE_"), ("context", "CONTEXT_"), ("recovery", "RECOVERY_")],
+)
 def test_grpc_services_listen_on_all_interfaces_with_native_grpc_probes(
     component: str, prefix: str
 ) -> None:
@@ -448,10 +469,11 @@ def test_clients_use_the_headless_services_with_round_robin() -> None:
     targets = {
         "state": workload(manifests, "agent").env("agent")["AGENT_STATE_TARGET"],
         "context": workload(manifests, "agent").env("agent")["AGENT_CONTEXT_TARGET"],
+        "recovery": workload(manifests, "agent").env("agent")["AGENT_RECOVERY_TARGET"],
     }
-    assert (
-        workload(manifests, "context").env("context")["CONTEXT_STATE_TARGET"] == (targets["state"])
-    )
+    for client in ("context", "recovery"):
+        env = workload(manifests, client).env(client)
+        assert env[f"{client.upper()}_STATE_TARGET"] == targets["state"]
     for component, target in targets.items():
         host, port = target.removeprefix("dns:///").rsplit(":", 1)
         name = host.split(".")[0]
@@ -462,6 +484,11 @@ def test_clients_use_the_headless_services_with_round_robin() -> None:
         assert [p.component for p in pods] == [component]
         assert int(port) == pods[0].container_ports()["grpc"]
         env = pods[0].env(component)
+        if component == "recovery":
+            # Attend streams live as long as a call: a connection closed by age would look
+            # like a job dying. recovery_svc keeps its own "never".
+            assert "RECOVERY_MAX_CONNECTION_AGE_S" not in env
+            continue
         # Servers recycle connections so that clients re-resolve and reach new replicas.
         assert float(env[f"{component.upper()}_MAX_CONNECTION_AGE_S"]) > 0
 
@@ -535,7 +562,7 @@ def test_keda_replaces_the_hpas_never_both() -> None:
     manifests = ci_render("keda-values.yaml")
     assert of_kind(manifests, "HorizontalPodAutoscaler") == []
     scaled = {s["metadata"]["name"]: s for s in of_kind(manifests, "ScaledObject")}
-    assert set(scaled) == {component_name(c) for c in COMPONENTS}
+    assert set(scaled) == {component_name(c) for c in SCALED}
     agent = scaled[component_name("agent")]
     assert [t["type"] for t in agent["spec"]["triggers"]] == ["cpu", "prometheus"]
     assert agent["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
@@ -580,7 +607,7 @@ def test_a_generated_key_gives_every_workload_the_same_secrets_checksum() -> Non
         for m in manifests
         if m["kind"] == "Deployment"
     }
-    assert len(checksums) == 3
+    assert len(checksums) == 4
     assert len(set(checksums.values())) == 1, checksums
 
 
@@ -666,10 +693,17 @@ def test_who_may_reach_whom() -> None:
         peers = [peer for r in rules for peer in r["from"]]
         return _peer_components(manifests, peers), peers
 
-    # state: only the agent, context_svc and the chart's helm-test pods.
-    assert ingress_from("state", "grpc")[0] == {"agent", "context", "test"}
+    # state: only the agent, context_svc, recovery_svc and the chart's helm-test pods.
+    assert ingress_from("state", "grpc")[0] == {"agent", "context", "recovery", "test"}
     # context: only the agent (and helm test).
     assert ingress_from("context", "grpc")[0] == {"agent", "test"}
+    # recovery: Attend streams only from the agent's jobs (and helm test); webhooks only
+    # from livekit-server's namespace (networkPolicy.livekitWebhook in the e2e values).
+    assert ingress_from("recovery", "grpc")[0] == {"agent", "test"}
+    assert ingress_from("recovery", "webhook") == (
+        set(),
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "livekit"}}}],
+    )
     # MongoDB: only state_svc.
     assert ingress_from("mongodb", "mongodb")[0] == {"state"}
     # Metrics ports: only from the monitoring namespace.
@@ -701,8 +735,12 @@ def test_egress_reaches_mongodb_livekit_and_llm_only() -> None:
     # context: state's feed, the embeddings API (backend openai here), OTLP.
     assert egress_ports("context") == dns | api | {(50051, "TCP"), (4317, "TCP")}
     agent = egress_ports("agent")
-    assert {(50051, "TCP"), (50052, "TCP"), (443, "TCP"), (7881, "TCP")} <= agent
+    assert {(50051, "TCP"), (50052, "TCP"), (50053, "TCP"), (443, "TCP"), (7881, "TCP")} <= agent
     assert (50000, "UDP") in agent  # WebRTC media to LiveKit
+    # recovery: state_svc, livekit-server's API (the TCP ports of the LiveKit rule: no
+    # media), OTLP.
+    livekit_tcp = {(443, "TCP"), (7880, "TCP"), (7881, "TCP")}
+    assert egress_ports("recovery") == dns | api | livekit_tcp | {(50051, "TCP"), (4317, "TCP")}
     # The minilm backend embeds in-process: no route out for context.
     default = ci_render("default-values.yaml")
     context_rules = _policy(default, "context")["spec"]["egress"]
@@ -743,3 +781,67 @@ def test_state_only_install_has_no_dangling_references() -> None:
     manifests = ci_render("state-only-values.yaml")
     assert {p.component for p in pod_templates(manifests)} == {"state", "test"}
     assert of_kind(manifests, "NetworkPolicy") == []
+    # recovery.enabled is true by default, but there is no agent to recover.
+    grants = json.loads(workload(manifests, "state").env("state")["STATE_AUTH_GRANTS"])
+    assert not any(subject.endswith("-recovery") for subject in grants)
+
+
+# ------------------------------------------------------------------------ recovery
+
+
+def test_recovery_runs_the_agent_image_as_its_own_service() -> None:
+    manifests = ci_render("production-values.yaml")
+    recovery = workload(manifests, "recovery")
+    agent = workload(manifests, "agent")
+    container = recovery.spec["containers"][0]
+    assert container["image"] == agent.spec["containers"][0]["image"]
+    assert container["command"] == ["python", "-m", "voiceagent_backbone.recovery_svc"]
+    assert "args" not in container
+    deployment = named(manifests, "Deployment", component_name("recovery"))
+    assert deployment["spec"]["replicas"] == 2
+    env = recovery.env("recovery")
+    # The webhook listener on every interface, on the Service's webhook port.
+    assert env["RECOVERY_WEBHOOK_HOST"] == "0.0.0.0"
+    assert int(env["RECOVERY_WEBHOOK_PORT"]) == recovery.container_ports()["webhook"] == 8090
+    service = named(manifests, "Service", component_name("recovery"))
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        "grpc": 50053,
+        "webhook": 8090,
+        "metrics": 9104,
+    }
+    # The agent's LiveKit credentials, and only the chart's agent is recovered.
+    agent_env = agent.env("agent")
+    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        assert env[name] == agent_env[name], name
+    assert json.loads(env["RECOVERY_AGENT_NAMES"]) == [agent_env["AGENT_NAME"]]
+    assert env["RECOVERY_TENANT"] == agent_env["AGENT_TENANT"]
+    pdb = named(manifests, "PodDisruptionBudget", component_name("recovery"))
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize(
+    "set_values", [{"recovery.enabled": False}, {"agent.enabled": False}], ids=str
+)
+def test_without_recovery_nothing_points_at_it(set_values: dict[str, Any]) -> None:
+    manifests = render([CHART / "ci" / "production-values.yaml"], set_values)
+    prefix = component_name("recovery")
+    assert not [m for m in manifests if m["metadata"]["name"].startswith(prefix)]
+    assert "recovery" not in {p.component for p in pod_templates(manifests)}
+    if "agent.enabled" not in set_values:
+        assert "AGENT_RECOVERY_TARGET" not in workload(manifests, "agent").env("agent")
+    grants = json.loads(workload(manifests, "state").env("state")["STATE_AUTH_GRANTS"])
+    assert component_name("recovery") not in json.dumps(grants)
+    accounts = {a["metadata"]["name"] for a in of_kind(manifests, "ServiceAccount")}
+    assert component_name("recovery") not in accounts
+
+
+def test_recovery_webhook_source_is_configurable() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "lk"}}}]
+    manifests = render(
+        [CHART / "ci" / "default-values.yaml"], {"networkPolicy.livekitWebhook.from": peers}
+    )
+    rules = _policy(manifests, "recovery")["spec"]["ingress"]
+    webhook = [r for r in rules if [p["port"] for p in r["ports"]] == ["webhook"]]
+    assert [r["from"] for r in webhook] == [peers]
+    with pytest.raises(RenderError, match="livekitWebhook"):
+        render([CHART / "ci" / "default-values.yaml"], {"networkPolicy.livekitWebhook.from": []})

@@ -39,6 +39,7 @@ from tests.support.helm import (
 )
 from voiceagent_backbone.agent_svc.config import AgentSettings
 from voiceagent_backbone.context_svc.config import ContextSettings
+from voiceagent_backbone.recovery_svc.config import RecoverySettings
 from voiceagent_backbone.state_svc.config import StateSettings
 
 pytestmark = pytest.mark.tools
@@ -47,6 +48,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "state": StateSettings,
     "context": ContextSettings,
     "agent": AgentSettings,
+    "recovery": RecoverySettings,
 }
 
 # Variables a container gets that no settings class reads, and what reads them instead.
@@ -54,7 +56,7 @@ READ_ELSEWHERE = {
     "PROMETHEUS_MULTIPROC_DIR": "prometheus_client's multiprocess mode (agent job processes)",
 }
 # Variables from other services' namespaces that must not leak in from the test process.
-FOREIGN_PREFIXES = ("STATE_", "CONTEXT_", "AGENT_", "LIVEKIT_", "OPENAI_")
+FOREIGN_PREFIXES = ("STATE_", "CONTEXT_", "AGENT_", "RECOVERY_", "LIVEKIT_", "OPENAI_")
 
 # Stand-ins for Secrets the chart names but does not render (an existingSecret), by variable.
 PLACEHOLDER_SECRETS = {
@@ -97,6 +99,17 @@ NUMBERS_FROM_VALUES: dict[str, dict[str, str]] = {
         "metrics_port": "agent.metrics.port",
         "trace_sample_ratio": "tracing.sampleRatio",
     },
+    "recovery": {
+        "port": "recovery.grpc.port",
+        "metrics_port": "recovery.metrics.port",
+        "webhook_port": "recovery.webhook.port",
+        "grace_period_s": "recovery.gracePeriodSeconds",
+        "shutdown_delay_s": "recovery.shutdownDelaySeconds",
+        "trace_sample_ratio": "tracing.sampleRatio",
+        "max_attempts": "recovery.maxAttempts",
+        "retry_backoff_s": "recovery.retryBackoffSeconds",
+        "reconcile_interval_s": "recovery.reconcileIntervalSeconds",
+    },
 }
 
 # Large, fractional and tiny numbers in every value that reaches an environment variable
@@ -135,6 +148,18 @@ agent:
     AGENT_QUEUE_MAX_EVENTS: 1000000
     AGENT_BATCH_LINGER_MS: 0.5
     AGENT_SPOOL_FSYNC: true
+recovery:
+  grpc: {port: 60053}
+  webhook: {port: 18090}
+  metrics: {port: 19104}
+  gracePeriodSeconds: 2.5
+  shutdownDelaySeconds: 1000000
+  maxAttempts: 50
+  retryBackoffSeconds: 0.25
+  reconcileIntervalSeconds: 3600000
+  extraEnv:
+    RECOVERY_JOIN_TIMEOUT_S: 7.5
+    RECOVERY_MAX_RECOVERIES: 1000000
 """
 
 
@@ -341,12 +366,18 @@ def ci_render(values: Path) -> tuple[Manifest, ...]:
     return tuple(render([values]))
 
 
+def installed(values: Mapping[str, Any], component: str) -> bool:
+    """recovery_svc comes with the agent only (it recovers the chart's agent)."""
+    enabled = bool(values[component]["enabled"])
+    return enabled and (component != "recovery" or bool(values["agent"]["enabled"]))
+
+
 # Every component each ci values file enables (state-only-values.yaml: state alone).
 CASES = [
     (values, component)
     for values in CI_VALUES
     for component in SETTINGS
-    if merged_values([values])[component]["enabled"]
+    if installed(merged_values([values]), component)
 ]
 CASE_IDS = [f"{values.name}-{component}" for values, component in CASES]
 

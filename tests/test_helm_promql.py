@@ -5,7 +5,8 @@ queries, ScaledObject Prometheus triggers) is parsed with promql-parser. Each me
 must appear in a scrape of the running services, and each label it matches or groups by must
 be one those series carry (or one Prometheus adds to every target). state_svc and
 context_svc run as processes and get a short workload first; the agent worker's part runs
-against livekit-server and checks the expressions that use `agent_*` metrics.
+against livekit-server and checks the expressions that use `agent_*` metrics, and
+recovery_svc's part (also against livekit-server) those that use `recovery_*` metrics.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from voiceagent_backbone.api.context.v1 import context_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2 as spb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.context_svc import metrics as context_metrics
+from voiceagent_backbone.recovery_svc import metrics as recovery_metrics
 from voiceagent_backbone.servicekit import auth
 from voiceagent_backbone.servicekit import metrics as servicekit_metrics
 from voiceagent_backbone.servicekit.ids import uuid7
@@ -217,10 +219,12 @@ class Exported:
         return problems
 
 
-def _declared_service_labels() -> dict[str, set[str]]:
+def _declared_service_labels(
+    modules: tuple[Any, ...] = (servicekit_metrics, state_metrics, context_metrics),
+) -> dict[str, set[str]]:
     """Label names declared on the services' own collectors (for unsampled series)."""
     declared: dict[str, set[str]] = {}
-    for module in (servicekit_metrics, state_metrics, context_metrics):
+    for module in modules:
         for value in vars(module).values():
             names = getattr(value, "_labelnames", None)
             if names is None or not hasattr(value, "_name"):
@@ -398,6 +402,10 @@ def _uses_agent_metrics(expression: Expression) -> bool:
     return any(name.startswith("agent_") for name in metric_names(parse(expression)))
 
 
+def _uses_recovery_metrics(expression: Expression) -> bool:
+    return any(name.startswith("recovery_") for name in metric_names(parse(expression)))
+
+
 # -------------------------------------------------------------------------------- tests
 
 
@@ -510,7 +518,7 @@ def test_helm_test_hooks_pass_against_the_running_services(
 def test_state_and_context_export_every_metric_the_chart_queries(
     services: Services, expressions: list[Expression]
 ) -> None:
-    checked = [e for e in expressions if not _uses_agent_metrics(e)]
+    checked = [e for e in expressions if not (_uses_agent_metrics(e) or _uses_recovery_metrics(e))]
     assert len(checked) >= 30
     problems = [f"{e.where}: {p}" for e in checked for p in services.exported.problems(e)]
     assert problems == [], "\n".join(problems)
@@ -552,3 +560,44 @@ def test_agent_worker_exports_every_metric_the_chart_queries(
     # Labelled agent series are pre-initialised, so their labels are seen in the scrape.
     for name in ("agent_enrich_failures_total", "agent_backend_errors_total", "agent_circuit_open"):
         assert agent_only.labels[name] - {"pid"}, f"{name} has no labelled sample"
+
+
+@pytest.mark.livekit
+def test_recovery_exports_every_metric_the_chart_queries(
+    services: Services,
+    expressions: list[Expression],
+    livekit: LiveKitServer,
+    tmp_path: Path,
+) -> None:
+    """recovery_svc as the chart runs it (against state_svc and livekit-server): the
+    Crash recovery panels and alerts query what it exports, and the `helm test` hook
+    finds it serving."""
+    from tests.support.recovery import recovery_ports, start_recovery
+
+    checked = [e for e in expressions if _uses_recovery_metrics(e)]
+    wheres = {e.where for e in checked}
+    assert {"alert VoiceagentRecoveryGaveUp", "alert VoiceagentRecoverySlow"} <= wheres
+    assert any("'Recoveries by outcome'" in w for w in wheres), wheres
+    assert any("'Time without an agent p50 / p95'" in w for w in wheres), wheres
+    state_port = int(services.state_target.rsplit(":", 1)[1])
+    replica = start_recovery(
+        tmp_path, "recovery", recovery_ports(), livekit, state_port, services.jwt_key
+    )
+    try:
+        text = scrape(f"http://127.0.0.1:{replica.metrics_port}/metrics")
+        target = f"127.0.0.1:{replica.port}"
+        hook = subprocess.run(
+            _helm_test_command("recovery", target), capture_output=True, text=True, timeout=60
+        )
+        assert hook.returncode == 0, hook.stdout + hook.stderr
+        assert hook.stdout.count(": SERVING") == 2  # overall and RecoveryService
+    finally:
+        replica.process.stop()
+    exported = Exported(declared=_declared_service_labels((servicekit_metrics, recovery_metrics)))
+    exported.add_scrape(text)
+    problems = [f"{e.where}: {p}" for e in checked for p in exported.problems(e)]
+    assert problems == [], "\n".join(problems)
+    # A misspelt outcome label would be caught too.
+    assert exported.problems(
+        Expression("typo", 'rate(recovery_redispatch_total{outcom="gave_up"}[5m])')
+    ) == ["recovery_redispatch_total has no label outcom"]

@@ -133,11 +133,26 @@ seccompProfile:
 {{- printf "dns:///%s-headless.%s.svc.%s:%d" (include "voiceagent.componentName" (dict "ctx" . "component" "context")) .Release.Namespace .Values.clusterDomain (int .Values.context.grpc.port) -}}
 {{- end -}}
 
+{{/* The agent's jobs hold their Attend streams spread over every recovery_svc replica. */}}
+{{- define "voiceagent.recoveryTarget" -}}
+{{- printf "dns:///%s-headless.%s.svc.%s:%d" (include "voiceagent.componentName" (dict "ctx" . "component" "recovery")) .Release.Namespace .Values.clusterDomain (int .Values.recovery.grpc.port) -}}
+{{- end -}}
+
+{{/* "true" when recovery_svc is installed: it recovers the chart's own agent only. */}}
+{{- define "voiceagent.recoveryEnabled" -}}
+{{- if and .Values.agent.enabled .Values.recovery.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* The URL livekit-server's webhooks go to (livekit.yaml `webhook.urls`). */}}
+{{- define "voiceagent.recoveryWebhookUrl" -}}
+{{- printf "http://%s.%s.svc.%s:%d/livekit/webhook" (include "voiceagent.componentName" (dict "ctx" . "component" "recovery")) .Release.Namespace .Values.clusterDomain (int .Values.recovery.webhook.port) -}}
+{{- end -}}
+
 {{/* The ServiceAccount of a component's pods: (dict "ctx" $ "component" "agent"). With
-     service-account credentials the agent and context_svc each run as their own, since
-     their tokens are their identities. */}}
+     service-account credentials the agent, context_svc and recovery_svc each run as their
+     own, since their tokens are their identities. */}}
 {{- define "voiceagent.componentServiceAccount" -}}
-{{- if and (eq .ctx.Values.auth.mode "serviceAccount") (has .component (list "agent" "context")) -}}
+{{- if and (eq .ctx.Values.auth.mode "serviceAccount") (has .component (list "agent" "context" "recovery")) -}}
 {{- include "voiceagent.componentName" . -}}
 {{- else -}}
 {{- include "voiceagent.serviceAccountName" .ctx -}}
@@ -149,20 +164,33 @@ seccompProfile:
 {{- end -}}
 
 {{/* Subject -> grant, as JSON, for the services' AUTH_GRANTS: the agent's tenant and the
-     scopes it uses, context_svc's feed, then the operator's own (auth.serviceAccount.grants). */}}
+     scopes it uses, context_svc's feed, recovery_svc's reads and claims in the agent's
+     tenant, then the operator's own (auth.serviceAccount.grants). */}}
 {{- define "voiceagent.authGrants" -}}
 {{- $grants := dict -}}
 {{- $agent := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "agent") -}}
 {{- $_ := set $grants $agent (dict "tenant" .Values.agent.tenant "scopes" (list "state.read" "state.write" "context.read")) -}}
 {{- $context := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "context") -}}
 {{- $_ := set $grants $context (dict "tenant" "context_svc" "scopes" (list "state.read" "state.feed")) -}}
+{{- if include "voiceagent.recoveryEnabled" . -}}
+{{- $recovery := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "recovery") -}}
+{{- $_ := set $grants $recovery (dict "tenant" .Values.agent.tenant "scopes" (list "state.read" "state.write")) -}}
+{{- end -}}
 {{- range $subject, $grant := .Values.auth.serviceAccount.grants -}}
 {{- $_ := set $grants $subject $grant -}}
 {{- end -}}
 {{- toJson $grants -}}
 {{- end -}}
 
-{{/* How state_svc and context_svc verify tokens: (dict "ctx" $ "prefix" "STATE_"). */}}
+{{/* recovery_svc's AUTH_GRANTS: only the agent's jobs attend, for the agent's tenant
+     (Attend needs state.write, the scope of the state the job writes). */}}
+{{- define "voiceagent.recoveryAuthGrants" -}}
+{{- $agent := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "agent") -}}
+{{- toJson (dict $agent (dict "tenant" .Values.agent.tenant "scopes" (list "state.write"))) -}}
+{{- end -}}
+
+{{/* How the services verify tokens: (dict "ctx" $ "prefix" "STATE_"), and "grants" (JSON)
+     for grants other than the shared ones. */}}
 {{- define "voiceagent.authEnv" -}}
 {{- $ctx := .ctx -}}
 {{- if eq $ctx.Values.auth.mode "serviceAccount" -}}
@@ -180,7 +208,7 @@ seccompProfile:
   value: {{ $sa.issuer | quote }}
 {{- end }}
 - name: {{ .prefix }}AUTH_GRANTS
-  value: {{ include "voiceagent.authGrants" $ctx | quote }}
+  value: {{ default (include "voiceagent.authGrants" $ctx) .grants | quote }}
 {{- else -}}
 - name: {{ .prefix }}AUTH_JWT_KEY_FILE
   value: /var/run/secrets/voiceagent/jwt-key
@@ -252,7 +280,10 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 
-{{/* Environment shared by state_svc and context_svc: (dict "ctx" $ "prefix" "STATE_" "values" .Values.state) */}}
+{{/* Environment shared by state_svc, context_svc and recovery_svc:
+     (dict "ctx" $ "prefix" "STATE_" "values" .Values.state), and "grants" for authEnv.
+     A service without grpc.maxConnectionAgeSeconds keeps its own (recovery_svc: never,
+     since its streams live as long as a call). */}}
 {{- define "voiceagent.serviceEnv" -}}
 {{- $v := .values -}}
 - name: {{ .prefix }}HOST
@@ -263,15 +294,17 @@ seccompProfile:
   value: "0.0.0.0"
 - name: {{ .prefix }}METRICS_PORT
   value: {{ include "voiceagent.envValue" $v.metrics.port }}
-{{ include "voiceagent.authEnv" (dict "ctx" .ctx "prefix" .prefix) }}
+{{ include "voiceagent.authEnv" (dict "ctx" .ctx "prefix" .prefix "grants" .grants) }}
 - name: {{ .prefix }}GRACE_PERIOD_S
   value: {{ include "voiceagent.envValue" $v.gracePeriodSeconds }}
 - name: {{ .prefix }}SHUTDOWN_DELAY_S
   value: {{ include "voiceagent.envValue" $v.shutdownDelaySeconds }}
+{{- if hasKey $v.grpc "maxConnectionAgeSeconds" }}
 - name: {{ .prefix }}MAX_CONNECTION_AGE_S
   value: {{ include "voiceagent.envValue" $v.grpc.maxConnectionAgeSeconds }}
 - name: {{ .prefix }}MAX_CONNECTION_AGE_GRACE_S
   value: {{ include "voiceagent.envValue" $v.grpc.maxConnectionAgeGraceSeconds }}
+{{- end }}
 - name: {{ .prefix }}LOG_LEVEL
   value: {{ $v.logLevel | quote }}
 {{- with .ctx.Values.tracing.otlpEndpoint }}
@@ -282,7 +315,7 @@ seccompProfile:
 {{- end }}
 {{- end -}}
 
-{{/* Native gRPC probes for state_svc and context_svc: (dict "values" .Values.state) */}}
+{{/* Native gRPC probes for the gRPC services: (dict "values" .Values.state) */}}
 {{- define "voiceagent.grpcProbes" -}}
 {{- $p := .values.probes -}}
 startupProbe:
