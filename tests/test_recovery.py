@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf.json_format import MessageToJson
 from livekit import api
@@ -37,6 +38,8 @@ from tests.support.recovery import (
     start_recovery,
 )
 from tests.support.state import StateHandle, running_state, state_settings
+from voiceagent_backbone.api.recovery.v1 import recovery_pb2 as rpb
+from voiceagent_backbone.api.recovery.v1 import recovery_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.recovery_svc.config import RecoverySettings
@@ -45,6 +48,7 @@ from voiceagent_backbone.recovery_svc.ledger import StateLedger
 from voiceagent_backbone.recovery_svc.model import LostJob
 from voiceagent_backbone.recovery_svc.rooms import LiveKitRooms
 from voiceagent_backbone.recovery_svc.service import state_token
+from voiceagent_backbone.servicekit import auth
 from voiceagent_backbone.servicekit.client import create_channel
 from voiceagent_backbone.servicekit.ids import uuid7
 
@@ -475,4 +479,64 @@ async def test_a_forged_stale_or_replayed_webhook_changes_nothing(stack: Stack) 
     assert replica.metric("recovery_webhooks_total", result="replayed") == 1
     await asyncio.sleep(2)  # past the settle time: the accepted one was checked, and ignored
     assert stack.dispatches() == 0
+    assert replica.process.alive()
+
+
+async def test_attend_refuses_bad_input_with_the_field_named(stack: Stack) -> None:
+    replica = stack.replicas[0]
+
+    async def attend(requests: list[rpb.AttendRequest], token: str | None) -> grpc.StatusCode:
+        channel = create_channel(
+            f"127.0.0.1:{replica.port}", token=(lambda: token) if token else None
+        )
+        stub = recovery_pb2_grpc.RecoveryServiceStub(channel)  # type: ignore[no-untyped-call]
+
+        async def send() -> AsyncIterator[rpb.AttendRequest]:
+            for r in requests:
+                yield r
+
+        try:
+            async for _ in stub.Attend(send(), timeout=5):
+                pass
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            details.append(error.details() or "")
+            return error.code()
+        finally:
+            await channel.close(None)
+
+    details: list[str] = []
+    good = auth.mint_token(stack.jwt_key, tenant="tenant-a", scopes=["state.write"], ttl_s=60)
+    job = rpb.Job(
+        room_name="r",
+        job_id="AJ_1",
+        agent_name="a",
+        conversation_id="c",
+        agent_identity="agent-AJ_1",
+    )
+    assert await attend([rpb.AttendRequest(job=job)], None) == grpc.StatusCode.UNAUTHENTICATED
+    read_only = auth.mint_token(stack.jwt_key, tenant="tenant-a", scopes=["state.read"], ttl_s=60)
+    assert await attend([rpb.AttendRequest(job=job)], read_only) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    other = auth.mint_token(stack.jwt_key, tenant="tenant-b", scopes=["state.write"], ttl_s=60)
+    assert await attend([rpb.AttendRequest(job=job)], other) == grpc.StatusCode.PERMISSION_DENIED
+    assert "tenant-a" in details[-1]
+    first_end = [rpb.AttendRequest(end=rpb.End(reason="x"))]
+    assert await attend(first_end, good) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "job" in details[-1]
+    empty = rpb.Job(room_name="r", job_id=" ", agent_name="a", conversation_id="c")
+    assert await attend([rpb.AttendRequest(job=empty)], good) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "job.job_id" in details[-1]
+    assert "job.agent_identity" in details[-1]
+    huge = rpb.Job(
+        room_name="r" * 300, job_id="j", agent_name="a", conversation_id="c", agent_identity="i"
+    )
+    assert await attend([rpb.AttendRequest(job=huge)], good) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "job.room_name" in details[-1]
+    twice = [rpb.AttendRequest(job=job), rpb.AttendRequest(job=job)]
+    assert await attend(twice, good) == grpc.StatusCode.INVALID_ARGUMENT
+    # A stream that ended with End: the job ended, nothing to recover.
+    ended = [rpb.AttendRequest(job=job), rpb.AttendRequest(end=rpb.End(reason="done"))]
+    assert await attend(ended, good) == grpc.StatusCode.OK
     assert replica.process.alive()
