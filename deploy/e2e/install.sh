@@ -3,7 +3,8 @@
 #   1. the CRDs the chart's optional resources use (prometheus-operator, KEDA), from the
 #      pinned Go modules (the module proxy serves the repositories' files)
 #   2. the release namespace, labelled for the `restricted` Pod Security Standard
-#   3. the development livekit-server (deploy/e2e/livekit.yaml)
+#   3. the development livekit-server (deploy/e2e/livekit.yaml), its webhooks pointed at
+#      the release's recovery_svc
 #   4. helm upgrade --install --wait with VALUES, then helm test
 # Shared by deploy/kind/e2e.sh and the local cluster (tests/cluster); the images must be
 # in the cluster already. Prints `phase seconds` lines on stdout.
@@ -37,7 +38,11 @@ phase crds
 
 $kubectl create namespace "$namespace" --dry-run=client -o yaml | $kubectl apply -f - >/dev/null
 $kubectl label --overwrite namespace "$namespace" pod-security.kubernetes.io/enforce=restricted >/dev/null
-$kubectl apply -f deploy/e2e/livekit.yaml >/dev/null
+# livekit-server's webhooks go to this release's recovery_svc (the chart's fullname).
+fullname="$release-voiceagent"
+[[ "$release" == *voiceagent* ]] && fullname="$release"
+sed "s|va-voiceagent-recovery\.voice\.svc|$fullname-recovery.$namespace.svc|" deploy/e2e/livekit.yaml |
+  $kubectl apply -f - >/dev/null
 $kubectl rollout status --namespace livekit deployment/livekit-server --timeout=180s >/dev/null
 phase livekit
 

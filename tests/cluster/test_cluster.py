@@ -1,8 +1,9 @@
 """The mission on a real cluster: what a team running its own LiveKit sees after
 `helm install`. The chart runs with state_svc (2 replicas) on the MongoDB stand-in,
 context_svc and the agent; livekit-server runs beside it; a participant speaks from this
-process. The tests run in order and share the cluster (tests/cluster/conftest.py); the
-last one uninstalls the release."""
+process; recovery_svc (2 replicas) brings the agent back when its pod dies. The tests run
+in order and share the cluster (tests/cluster/conftest.py); the last one uninstalls the
+release."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ SPOKEN = "My favourite colour is blue."
 ASKED = "Which colour do I like?"
 AGENT_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=agent"
 STATE_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=state"
+RECOVERY_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=recovery"
 # What a replica going away answers to calls in flight or on its closing connection.
 TRANSIENT = (
     grpc.StatusCode.UNAVAILABLE,
@@ -124,6 +126,11 @@ class Call:
                     return
                 await asyncio.sleep(0.25)
         raise AssertionError(f"no agent joined {ROOM} within {timeout_s}s")
+
+    async def dispatches(self) -> dict[str, str]:
+        """The room's agent dispatches: id → agent name."""
+        listed = await self.livekit.agent_dispatch.list_dispatch(room_name=ROOM)
+        return {d.id: d.agent_name for d in listed}
 
     async def agents(self) -> frozenset[str]:
         """The identities of the agent participants in the room."""
@@ -293,32 +300,73 @@ async def test_an_agent_pod_holds_only_its_own_tenant_and_scopes(
 async def test_agent_pod_deleted_mid_call_resumes_on_a_new_pod(
     cluster_run: ClusterRun, backend: Backend, call: Call
 ) -> None:
+    """Self-hosted LiveKit does not dispatch a room again when its agent dies: the chart's
+    recovery_svc does. The test dispatches nothing; the caller gets the agent back."""
     cluster = cluster_run.cluster
     assert call.conversation_id, "needs the conversation of the test before"
     [old_pod] = cluster.wait_ready(AGENT_SELECTOR, 1)
+    cluster.wait_ready(RECOVERY_SELECTOR, 2)
     before = await backend.history(call.conversation_id)
+    dispatches_before = await call.dispatches()
     old_agents = await call.agents()
     # As a node failure would: no drain, no goodbye, the job process gone at once.
+    deleted_at = time.monotonic()
     cluster.kubectl("delete", "pod", old_pod, "-n", NAMESPACE, "--grace-period=0", "--force")
     [new_pod] = await asyncio.to_thread(cluster.wait_ready, AGENT_SELECTOR, 1, 240)
     assert new_pod != old_pod
-    # Self-hosted LiveKit does not dispatch the room again by itself: the caller's app does.
-    await call.dispatch(gone=old_agents)
 
     async def welcomed_back() -> bool:
         texts = [e.text for e in await backend.history(call.conversation_id)]
         return "Welcome back, Eve! Shall we pick up where we left off?" in texts
 
-    await until(welcomed_back, "the resumed greeting from the new pod", 120)
+    async def recovered() -> list[pb.Event]:
+        events = await backend.history(call.conversation_id)
+        return [
+            e
+            for e in events
+            if e.type == pb.EVENT_TYPE_RECOVERY and e.recovery.phase == pb.RECOVERY_PHASE_RECOVERED
+        ]
+
+    try:
+        await until(welcomed_back, "the resumed greeting from the new pod", 240)
+        [done] = await until(recovered, "a RECOVERED step in the conversation's log", 60)
+    except AssertionError as error:
+        steps = [
+            (pb.RecoveryPhase.Name(e.recovery.phase), e.recovery.attempt, e.recovery.reason)
+            for e in await backend.history(call.conversation_id)
+            if e.type == pb.EVENT_TYPE_RECOVERY
+        ]
+        raise AssertionError(f"{error}; recovery steps: {steps}") from None
+    resumed_s = time.monotonic() - deleted_at
+    # One new dispatch of the agent, recovery_svc's (earlier attempts that found no worker
+    # yet are cancelled), and the new job it brought is the one that joined.
+    new = {i: name for i, name in (await call.dispatches()).items() if i not in dispatches_before}
+    assert new == {done.recovery.dispatch_id: AGENT_NAME}, (new, done.recovery)
+    assert done.recovery.lost_identity in old_agents
+    assert done.recovery.new_identity not in old_agents
+    assert done.recovery.agent_absent.ToTimedelta().total_seconds() > 0
     assert (await call.room_metadata())["conversation_id"] == call.conversation_id
     events = await backend.history(call.conversation_id)
     assert [e.event_id for e in events[: len(before)]] == [e.event_id for e in before]
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), "a gap in the seqs"
     assert len({e.event_id for e in events}) == len(events), "an event stored twice"
+    gave_up = [e for e in events if e.recovery.phase == pb.RECOVERY_PHASE_GAVE_UP]
+    assert gave_up == []
     listed = await backend.state.ListConversations(
         pb.ListConversationsRequest(user_id=USER), metadata=backend.metadata
     )
     assert [c.conversation_id for c in listed.conversations] == [call.conversation_id]
+    SUMMARY["recovery"] = {
+        "attempts": done.recovery.attempt,
+        "noticed_by": next(
+            e.recovery.reason
+            for e in events
+            if e.recovery.phase == pb.RECOVERY_PHASE_CLAIMED
+            and e.recovery.lost_job_id == done.recovery.lost_job_id
+        ),
+        "agent_absent_s": round(done.recovery.agent_absent.ToTimedelta().total_seconds(), 1),
+        "resumed_after_s": round(resumed_s, 1),
+    }
 
 
 async def test_helm_upgrade_rolls_state_while_a_writer_appends(
