@@ -149,10 +149,10 @@ class RecoveryDomain:
         if not jobs:
             return
         newest = max(jobs, key=lambda j: j.created_at_ns)
-        starting = not newest.job_id or not newest.agent_identity
-        age_s = time.time() - newest.created_at_ns / 1e9
-        if starting and age_s < self.settings.join_timeout_s:
-            return  # a dispatch on its way
+        if time.time() - newest.created_at_ns / 1e9 < self.settings.join_timeout_s:
+            # A dispatch on its way (livekit-server names the job's participant when it
+            # assigns the job, before the job has joined): whoever dispatched it waits.
+            return
         if how == "reconcile":
             metrics.SUSPECTED.labels("reconcile").inc()
         self._spawn(
@@ -289,11 +289,13 @@ class RecoveryDomain:
                     for p in participants
                     if p.is_agent and p.identity != lost.agent_identity
                 ]
-                # livekit-server lists the dispatch's job a while after the job started.
-                new_job = await self._job_of(lost.room_name, dispatch_id)
+                jobs = await self.rooms.jobs(lost.room_name)
                 if agents:
-                    return Arrival(new_job, agents[0], _now())
-                assigned = assigned or bool(new_job)
+                    # The job of the agent that joined (ours, or one somebody else sent);
+                    # "" when livekit-server does not list it yet.
+                    job_id = next((j.job_id for j in jobs if j.agent_identity == agents[0]), "")
+                    return Arrival(job_id, agents[0], _now())
+                assigned = assigned or any(j.dispatch_id == dispatch_id and j.job_id for j in jobs)
                 if not assigned and loop.time() - started > self.settings.assign_timeout_s:
                     log.warning("no worker took the dispatch", extra={"room": lost.room_name})
                     return None
@@ -303,10 +305,6 @@ class RecoveryDomain:
             return None
         finally:
             self._arrivals.pop(lost.room_name, None)
-
-    async def _job_of(self, room_name: str, dispatch_id: str) -> str:
-        jobs = await self.rooms.jobs(room_name)
-        return next((j.job_id for j in jobs if j.dispatch_id == dispatch_id and j.job_id), "")
 
     async def _note_recovered(self, job: AttendedJob, joined_at: datetime) -> None:
         """A resumed job attached: if a recovery dispatched it, record that it is back."""
