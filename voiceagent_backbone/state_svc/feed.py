@@ -17,6 +17,8 @@ import bisect
 import collections
 import contextlib
 import logging
+import math
+import time
 
 from voiceagent_backbone.state_svc import metrics
 from voiceagent_backbone.state_svc.model import Change
@@ -25,6 +27,8 @@ from voiceagent_backbone.state_svc.store.base import ConversationStore, StoreErr
 log = logging.getLogger(__name__)
 
 _READ_BATCH = 500
+# How often the hub reads the feed even though the head estimate shows nothing new.
+EXACT_POLL_S = 10.0
 
 
 class FeedSignal:
@@ -75,6 +79,7 @@ class FeedHub:
         self._advanced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
+        self._read_at = -math.inf
 
     @property
     def head(self) -> int:
@@ -104,10 +109,27 @@ class FeedHub:
             while await self._read_more():
                 pass
 
+    async def _poll(self) -> None:
+        """Read what is new, if the store's estimate of the head says there is any.
+
+        The estimate is cheap (the announced head, and what this replica wrote), where
+        reading the feed is not: on FerretDB v1 (SQLite) every query of the events, even one
+        by _id, scans the whole collection, so a caught-up hub that read every poll spent
+        its replica's share of the database on scans that found nothing. A write stored and
+        never announced (its writer died in between) is found by the read every
+        EXACT_POLL_S, or when a later write's announcement passes it.
+        """
+        now = time.monotonic()
+        recently = now - self._read_at < EXACT_POLL_S
+        if recently and await self._store.feed_head_estimate() <= self._head:
+            return
+        self._read_at = now
+        await self.refresh()
+
     async def _run(self) -> None:
         while True:
             try:
-                await self.refresh()
+                await self._poll()
             except asyncio.CancelledError:
                 raise
             except StoreError as exc:

@@ -99,8 +99,8 @@ ANNOUNCE_WAITS_S = (0.005, 0.02, 0.05)
 TOMBSTONE = "tombstone"
 # How often a feed reader refreshes its view of the head (to step over holes).
 FRESH_S = 30.0
-# Positions looked up at once while catching up with the head.
-WALK_WINDOW = 32
+# Documents read per query while catching up with the head.
+CATCH_UP_BATCH = 500
 DUPLICATE_KEY = 11000
 INDEX_NOT_FOUND = 27
 NOT_IMPLEMENTED = 238
@@ -206,6 +206,8 @@ class MongoStore:
         self._ttl_backstop = timedelta(seconds=ttl_backstop_s)
         self._seq_cache: OrderedDict[ConversationKey, int] = OrderedDict()
         self._feed_last: int | None = None
+        # The highest head announced that this replica read (positions up to it exist).
+        self._announced = 0
         self._announcing: asyncio.Task[None] | None = None
         self._unannounced: list[tuple[list[AppendRequest], LastSeqs, list[Doc]]] = []
         self._hint, self._hint_at = 0, -FRESH_S - 1
@@ -803,10 +805,12 @@ class MongoStore:
     # -- following the feed's head --------------------------------------------------------
     #
     # `_feed_last` is the highest position this replica knows, and every document up to it
-    # has been applied to `_seq_cache` (for the conversations in it) and `_recent`. Above a
-    # known position the feed is contiguous up to the head (positions are taken in order,
-    # deletions leave tombstones), so catching up is a walk of point lookups by _id, the
-    # one query every MongoDB-wire server (FerretDB included) answers from an index.
+    # has been applied to `_seq_cache` (for the conversations in it) and `_recent`. Catching
+    # up reads the documents above it in feed order, with range queries. Not a walk of point
+    # lookups by _id: FerretDB v1.24 with SQLite answers those by scanning the collection
+    # too (its query names `_id` by another expression than its index does), so a walk of k
+    # positions was k scans plus one per position looked up beyond the head, where a range
+    # query is one scan; on MongoDB it is one index range.
 
     async def _feed_position(self) -> int:
         if self._feed_last is None:
@@ -816,19 +820,20 @@ class MongoStore:
 
     async def _catch_up(self) -> None:
         position = await self._feed_position()
-        window = 2  # grows while every looked-up position exists
         while True:
-            wanted = [position + 1 + i for i in range(window)]
-            window = min(window * 2, WALK_WINDOW)
-            docs = await asyncio.gather(
-                *(self._events.find_one({"_id": position_id(p)}) for p in wanted)
+            cursor = self._events.find(
+                {"_id": {"$gt": position_id(position)}},
+                # What _observe reads: everything but the texts.
+                {"text": 0, "detail": 0},
+                sort=[("_id", ASCENDING)],
+                limit=CATCH_UP_BATCH,
             )
+            docs = await cursor.to_list()
             for doc in docs:
-                if doc is None:
-                    self._feed_last = position
-                    return
                 self._observe(doc)
-                position = position_of(doc["_id"])
+            if len(docs) < CATCH_UP_BATCH:
+                return
+            position = position_of(docs[-1]["_id"])
 
     def _observe(self, doc: Doc) -> None:
         """Apply one document at the head of the feed to the caches."""
@@ -971,12 +976,15 @@ class MongoStore:
     # -- feed -------------------------------------------------------------------------
 
     async def read_feed(self, after: int, limit: int, tenant_id: str | None) -> list[Change]:
-        """A point lookup of the next position first: a caught-up reader (the usual case,
-        polled often) then costs one indexed lookup even on FerretDB, which answers range
-        queries by scanning. Only when something is there does a range query follow."""
-        following = await self._guard(self._events.find_one({"_id": position_id(after + 1)}))
-        if following is None and after >= await self._head_hint():
-            return []
+        """A range query when positions beyond `after` are known to exist (stored or seen
+        here, or announced); else a point lookup of the next position first, so that a
+        caught-up reader costs one lookup by _id (indexed on MongoDB; on FerretDB v1 with
+        SQLite a scan, but a lighter one than the range query, which FerretDB answers by
+        decoding and sorting every document of the collection)."""
+        if after >= max(self._feed_last or 0, self._announced):
+            following = await self._guard(self._events.find_one({"_id": position_id(after + 1)}))
+            if following is None and after >= await self._head_hint():
+                return []
         query: Doc = {"_id": {"$gt": position_id(after)}}
         if tenant_id is not None:
             query["tenant_id"] = tenant_id
@@ -984,11 +992,12 @@ class MongoStore:
         return [_change(d) for d in await self._guard(cursor.to_list())]
 
     async def feed_head_estimate(self) -> int:
-        # The announced head is one point lookup; a scan for the real maximum is not
-        # (FerretDB sorts outside the database).
+        # The announced head is a lookup in a collection of a few documents; the real
+        # maximum is a scan of the events (FerretDB sorts outside the database).
         head = await self._guard(self._meta.find_one({"_id": HEAD_ID}))
-        announced = int(head["pos"]) if head is not None else 0
-        return max(announced, self._feed_last or 0)
+        if head is not None:
+            self._announced = max(self._announced, int(head["pos"]))
+        return max(self._announced, self._feed_last or 0)
 
     async def _head_hint(self) -> int:
         """A position known to exist at or below the head, for telling a hole from the end:
