@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +57,7 @@ pytestmark = pytest.mark.livekit
 
 WELCOME_BACK = "Welcome back, Eve! Shall we pick up where we left off?"
 RECOVERY_ENV = {
-    "RECOVERY_RECONCILE_INTERVAL_S": "2",
+    "RECOVERY_RECONCILE_INTERVAL_S": "1",
     "RECOVERY_JOIN_TIMEOUT_S": "15",
 }
 
@@ -72,7 +73,11 @@ class Stack:
     workers: list[AgentWorker] = field(default_factory=list)
 
     def dispatches(self) -> int:
+        """Recovery attempts that ended, by any outcome, over both replicas."""
         return sum(int(r.metric("recovery_redispatch_total")) for r in self.replicas)
+
+    def webhooks(self, result: str) -> int:
+        return sum(int(r.metric("recovery_webhooks_total", result=result)) for r in self.replicas)
 
 
 @pytest.fixture(scope="module")
@@ -92,52 +97,60 @@ def servers(workdir: Path, ports: list[tuple[int, int, int]]) -> Iterator[LiveKi
         yield lk
 
 
-@pytest.fixture
-async def stack(workdir: Path, module_jwt_key: str, tmp_path: Path) -> AsyncIterator[Stack]:
+@pytest.fixture(scope="module")
+async def stack(workdir: Path, module_jwt_key: str) -> AsyncIterator[Stack]:
+    """One livekit-server (webhooks to both replicas), state_svc, the fake OpenAI and two
+    recovery_svc replicas for the module; each test has its own room and workers."""
     ports = [recovery_ports(), recovery_ports()]
     jwt_key = module_jwt_key
-    with servers(tmp_path, ports) as lk, fake_openai() as openai:
-        async with running_state(state_settings("sqlite", tmp_path, jwt_key, None), jwt_key) as st:
+    with servers(workdir, ports) as lk, fake_openai() as openai:
+        async with running_state(state_settings("sqlite", workdir, jwt_key, None), jwt_key) as st:
             replicas = []
             try:
                 for i, p in enumerate(ports):
                     replicas.append(
                         start_recovery(
-                            tmp_path, f"recovery{i}", p, lk, st.port, jwt_key, **RECOVERY_ENV
+                            workdir, f"recovery{i}", p, lk, st.port, jwt_key, **RECOVERY_ENV
                         )
                     )
-                yield Stack(lk, st, openai, replicas, tmp_path, jwt_key)
+                yield Stack(lk, st, openai, replicas, workdir, jwt_key)
             finally:
                 for r in replicas:
                     r.process.stop()
 
 
 @contextlib.contextmanager
-def workers(stack: Stack, count: int = 2) -> Iterator[list[AgentWorker]]:
+def workers(stack: Stack, tag: str, count: int = 2) -> Iterator[list[AgentWorker]]:
+    """`count` agent workers attending at both replicas, started side by side."""
     target = ",".join(f"127.0.0.1:{r.port}" for r in stack.replicas)
+    managers = []
     for i in range(count):
-        (stack.workdir / f"worker{i}").mkdir(exist_ok=True)
-    with contextlib.ExitStack() as exit_stack:
-        started = [
-            exit_stack.enter_context(
-                running_agent_worker(
-                    stack.workdir / f"worker{i}",
-                    stack.livekit,
-                    f"127.0.0.1:{stack.state.port}",
-                    f"127.0.0.1:{free_port()}",
-                    stack.jwt_key,
-                    stack.openai.base_url,
-                    log_name=f"worker{i}.log",
-                    extra_env={
-                        "AGENT_RECOVERY_TARGET": f"ipv4:{target}",
-                        # Load by jobs, not by this machine's CPU, which the whole stack
-                        # keeps busy (livekit-server gives no job to a worker at 70 %).
-                        "AGENT_MAX_JOBS": "4",
-                    },
-                )
+        directory = stack.workdir / f"{tag}-worker{i}"
+        directory.mkdir()
+        managers.append(
+            running_agent_worker(
+                directory,
+                stack.livekit,
+                f"127.0.0.1:{stack.state.port}",
+                f"127.0.0.1:{free_port()}",
+                stack.jwt_key,
+                stack.openai.base_url,
+                log_name="worker.log",
+                extra_env={
+                    "AGENT_RECOVERY_TARGET": f"ipv4:{target}",
+                    # Load by jobs, not by this machine's CPU, which the whole stack keeps
+                    # busy (livekit-server gives no job to a worker at 70 %).
+                    "AGENT_MAX_JOBS": "4",
+                },
             )
-            for i in range(count)
-        ]
+        )
+    with contextlib.ExitStack() as exit_stack:
+        with ThreadPoolExecutor(count) as pool:
+            futures = [pool.submit(m.__enter__) for m in managers]
+        for manager, future in zip(managers, futures, strict=True):
+            if future.exception() is None:
+                exit_stack.push(manager)
+        started = [f.result() for f in futures]  # raises the first failure, after cleanup
         stack.workers = started
         yield started
 
@@ -153,6 +166,8 @@ class Call:
             stack.livekit.http_url, stack.livekit.api_key, stack.livekit.api_secret
         )
         self.max_agents = 0
+        # recovery_svc's count of recovery attempts before this call (the stack is shared).
+        self.attempts_before = stack.dispatches()
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
@@ -268,7 +283,7 @@ async def assert_recovered(stack: Stack, c: Call, conversation_id: str, heard: i
 
 
 async def test_a_killed_job_process_is_replaced_and_the_caller_hears_it(stack: Stack) -> None:
-    with workers(stack):
+    with workers(stack, "kill-job"):
         async with call(stack, "kill-job") as c:
             conversation_id = await c.start()
             worker, pid = worker_holding_the_job(stack)
@@ -279,7 +294,7 @@ async def test_a_killed_job_process_is_replaced_and_the_caller_hears_it(stack: S
 
 
 async def test_a_killed_worker_process_group_is_replaced(stack: Stack) -> None:
-    with workers(stack):
+    with workers(stack, "kill-worker"):
         async with call(stack, "kill-worker") as c:
             conversation_id = await c.start()
             worker, _ = worker_holding_the_job(stack)
@@ -291,9 +306,9 @@ async def test_a_killed_worker_process_group_is_replaced(stack: Stack) -> None:
 async def assert_no_recovery(stack: Stack, c: Call, conversation_id: str) -> None:
     """Long enough for every path to have acted: the webhook's settle time and two
     reconcile rounds."""
-    await asyncio.sleep(6)
+    await asyncio.sleep(3)
     assert await c.dispatch_count() == 1, "the agent was dispatched again"
-    assert stack.dispatches() == 0
+    assert stack.dispatches() == c.attempts_before
     assert not recovery_phases(await history(stack, conversation_id))
 
 
@@ -306,7 +321,7 @@ async def conversation_status(stack: Stack, conversation_id: str) -> int:
 
 
 async def test_the_user_leaving_brings_no_new_agent(stack: Stack) -> None:
-    with workers(stack):
+    with workers(stack, "user-leaves"):
         async with call(stack, "user-leaves") as c:
             conversation_id = await c.start()
             await c.caller.leave()
@@ -320,7 +335,7 @@ async def test_the_user_leaving_brings_no_new_agent(stack: Stack) -> None:
 
 
 async def test_a_drained_worker_brings_no_new_agent(stack: Stack) -> None:
-    with workers(stack):
+    with workers(stack, "drain"):
         async with call(stack, "drain") as c:
             conversation_id = await c.start()
             worker, _ = worker_holding_the_job(stack)
@@ -367,10 +382,10 @@ async def test_an_agent_that_ends_the_call_is_not_brought_back(stack: Stack) -> 
                 return status == pb.CONVERSATION_STATUS_ENDED
 
             await until(ended, "the agent ended the call")
-            await asyncio.sleep(6)
+            await asyncio.sleep(3)
             listed = await c.lkapi.agent_dispatch.list_dispatch(room_name=c.room)
             assert len([d for d in listed if d.agent_name == HANGING_UP]) == 1
-            assert stack.dispatches() == 0
+            assert stack.dispatches() == c.attempts_before
             assert not recovery_phases(await history(stack, conversation_id))
     finally:
         app.stop(timeout_s=20)
@@ -455,6 +470,9 @@ def signed(body: str, secret: str = "secret") -> dict[str, str]:
 
 async def test_a_forged_stale_or_replayed_webhook_changes_nothing(stack: Stack) -> None:
     replica = stack.replicas[0]
+    results = ("bad_signature", "stale", "replayed")
+    before = {r: stack.webhooks(r) for r in results}
+    attempts_before = stack.dispatches()
     event = api.WebhookEvent(
         event="participant_left",
         id="EV_test_replay",
@@ -483,11 +501,10 @@ async def test_a_forged_stale_or_replayed_webhook_changes_nothing(stack: Stack) 
     assert post(stale, signed(stale)) == 400
     assert post(body, signed(body)) == 200
     assert post(body, signed(body)) == 200
-    assert replica.metric("recovery_webhooks_total", result="bad_signature") == 3
-    assert replica.metric("recovery_webhooks_total", result="stale") == 1
-    assert replica.metric("recovery_webhooks_total", result="replayed") == 1
+    counted = {r: stack.webhooks(r) - before[r] for r in results}
+    assert counted == {"bad_signature": 3, "stale": 1, "replayed": 1}
     await asyncio.sleep(2)  # past the settle time: the accepted one was checked, and ignored
-    assert stack.dispatches() == 0
+    assert stack.dispatches() == attempts_before
     assert replica.process.alive()
 
 
