@@ -446,6 +446,12 @@ async def test_index_status_and_feed_backlog(ctx: ContextHandle, state: StateHan
     assert status.lag_events == 0
     assert status.lag_seconds == 0
     assert status.feed_connected
+    current = await ctx.stub().Enrich(
+        cpb.EnrichRequest(user_id="ana", text="the dog"), metadata=ctx.metadata(tenant)
+    )
+    assert current.items
+    assert current.memory_lag_events == 0
+    assert current.memory_lag_seconds == 0
 
     # state_svc tells a feed reader how much is left behind each response.
     watch = state.stub().Watch(

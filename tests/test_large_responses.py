@@ -129,9 +129,14 @@ async def test_index_status_shows_the_lag_of_a_feed_that_fails(
         first = await status()
         await asyncio.sleep(1.0)
         later = await status()
+        # Enrich says so too: its answer may miss what was stored meanwhile.
+        enriched = await ctx.stub().Enrich(
+            cpb.EnrichRequest(user_id="user-1", text="anything"), metadata=ctx.metadata()
+        )
     assert not first.feed_connected
     assert first.feed_error == "UNAVAILABLE"
     assert later.lag_seconds >= first.lag_seconds + 0.9
+    assert enriched.memory_lag_seconds >= later.lag_seconds
 
 
 async def test_without_auth_context_svc_follows_the_feed(tmp_path: Path, jwt_key: str) -> None:

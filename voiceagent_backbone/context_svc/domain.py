@@ -120,6 +120,9 @@ class EnrichResult:
     block: str
     tokens: int
     partial: bool
+    # How far the memory index was behind the feed (see status()).
+    lag_events: int = 0
+    lag_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,8 +469,9 @@ class ContextDomain:
             for k in self.partitions_for(tenant_id, user_id, conversation_id, sources)
             if k in self.index.partitions
         ]
+        lag_events, lag_seconds = self.lag()
         if not keys or not text.strip():
-            return EnrichResult([], "", 0, False)
+            return EnrichResult([], "", 0, False, lag_events, lag_seconds)
         terms = analyze(text)
         partial = False
         query: np.ndarray[Any, np.dtype[np.float32]] | None = None
@@ -493,7 +497,7 @@ class ContextDomain:
             metrics.ENRICH_PARTIAL.inc()
         hits = self.index.search(keys, terms, query, max_items, self.settings.lexical_weight)
         block, tokens, kept = render(hits, token_budget)
-        return EnrichResult(kept, block, tokens, partial)
+        return EnrichResult(kept, block, tokens, partial, lag_events, lag_seconds)
 
     # -- knowledge -----------------------------------------------------------------------
 
@@ -621,19 +625,25 @@ class ContextDomain:
 
     # -- status --------------------------------------------------------------------------
 
+    def lag(self) -> tuple[int, float]:
+        """Changes received and not applied, and the seconds since the oldest moment
+        something may have been waiting: such a change, or the first failure of a feed that
+        is failing now."""
+        progress = self.progress
+        since = [t for t in (progress.pending_since_us, progress.failing_since_us) if t]
+        lag_seconds = max(0.0, (utcnow_us() - min(since)) / 1e6) if since else 0.0
+        return progress.backlog, lag_seconds
+
     def status(self, tenant_id: str | None = None) -> IndexStatus:
         """Feed progress is the replica's; counts are the tenant's (all when None)."""
         progress = self.progress
-        # The oldest moment since which something may be waiting: a change received and
-        # not applied, or the first failure of a feed that is failing now.
-        since = [t for t in (progress.pending_since_us, progress.failing_since_us) if t]
-        lag_seconds = max(0.0, (utcnow_us() - min(since)) / 1e6) if since else 0.0
+        lag_events, lag_seconds = self.lag()
         return IndexStatus(
             cursor=progress.cursor,
             indexed_turns=(
                 self.turn_count if tenant_id is None else self.turns_by_tenant.get(tenant_id, 0)
             ),
-            lag_events=progress.backlog,
+            lag_events=lag_events,
             lag_seconds=lag_seconds,
             knowledge_chunks=self.index.count(Source.KNOWLEDGE, tenant_id),
             facts=self.index.count(Source.FACT, tenant_id),

@@ -156,6 +156,8 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
             context_block=result.block,
             context_tokens=result.tokens,
             partial=result.partial,
+            memory_lag_events=result.lag_events,
+            memory_lag_seconds=result.lag_seconds,
         )
 
     # -- knowledge -----------------------------------------------------------------------

@@ -26,57 +26,57 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0voiceagent_backbone/api/context/v1/context.proto\x12\x15voiceagent.context.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x0b\x43ontextItem\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x31\n\x06source\x18\x02 \x01(\x0e\x32!.voiceagent.context.v1.SourceKind\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x03\x12\x0f\n\x07speaker\x18\x07 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x08 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\t \x01(\x05\x12\x0f\n\x07\x66\x61\x63t_id\x18\n \x01(\t\x12/\n\x0boccurred_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\rEnrichRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\tmax_items\x18\x04 \x01(\x05\x12\x14\n\x0ctoken_budget\x18\x05 \x01(\x05\x12\x32\n\x07sources\x18\x06 \x03(\x0e\x32!.voiceagent.context.v1.SourceKind\"\x83\x01\n\x0e\x45nrichResponse\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".voiceagent.context.v1.ContextItem\x12\x15\n\rcontext_block\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07partial\x18\x04 \x01(\x08\"\xc6\x01\n\x08\x44ocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x05\x12/\n\x0bingested_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65mbedded_chunks\x18\x07 \x01(\x05\"J\n\x15IngestDocumentRequest\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.voiceagent.context.v1.Document\"K\n\x16IngestDocumentResponse\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.voiceagent.context.v1.Document\",\n\x15\x44\x65leteDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\")\n\x16\x44\x65leteDocumentResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"=\n\x14ListDocumentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"d\n\x15ListDocumentsResponse\x12\x32\n\tdocuments\x18\x01 \x03(\x0b\x32\x1f.voiceagent.context.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\"H\n\x13GetDocumentResponse\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.voiceagent.context.v1.Document\"U\n\x04\x46\x61\x63t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x12UpsertFactsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12*\n\x05\x66\x61\x63ts\x18\x02 \x03(\x0b\x32\x1b.voiceagent.context.v1.Fact\"A\n\x13UpsertFactsResponse\x12*\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1b.voiceagent.context.v1.Fact\"#\n\x10ListFactsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"?\n\x11ListFactsResponse\x12*\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1b.voiceagent.context.v1.Fact\"5\n\x11\x44\x65leteFactRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x02 \x01(\t\"%\n\x12\x44\x65leteFactResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x17\n\x15GetIndexStatusRequest\"\xd5\x01\n\x16GetIndexStatusResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x15\n\rindexed_turns\x18\x02 \x01(\x03\x12\x12\n\nlag_events\x18\x03 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x04 \x01(\x01\x12\x18\n\x10knowledge_chunks\x18\x05 \x01(\x03\x12\r\n\x05\x66\x61\x63ts\x18\x06 \x01(\x03\x12\x16\n\x0e\x66\x65\x65\x64_connected\x18\x07 \x01(\x08\x12\x12\n\nfeed_error\x18\x08 \x01(\t\x12\x16\n\x0epending_chunks\x18\t \x01(\x03*r\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x12\x14\n\x10SOURCE_KIND_FACT\x10\x03\x32\xaf\x07\n\x0e\x43ontextService\x12U\n\x06\x45nrich\x12$.voiceagent.context.v1.EnrichRequest\x1a%.voiceagent.context.v1.EnrichResponse\x12m\n\x0eIngestDocument\x12,.voiceagent.context.v1.IngestDocumentRequest\x1a-.voiceagent.context.v1.IngestDocumentResponse\x12m\n\x0e\x44\x65leteDocument\x12,.voiceagent.context.v1.DeleteDocumentRequest\x1a-.voiceagent.context.v1.DeleteDocumentResponse\x12j\n\rListDocuments\x12+.voiceagent.context.v1.ListDocumentsRequest\x1a,.voiceagent.context.v1.ListDocumentsResponse\x12\x64\n\x0bGetDocument\x12).voiceagent.context.v1.GetDocumentRequest\x1a*.voiceagent.context.v1.GetDocumentResponse\x12\x64\n\x0bUpsertFacts\x12).voiceagent.context.v1.UpsertFactsRequest\x1a*.voiceagent.context.v1.UpsertFactsResponse\x12^\n\tListFacts\x12\'.voiceagent.context.v1.ListFactsRequest\x1a(.voiceagent.context.v1.ListFactsResponse\x12\x61\n\nDeleteFact\x12(.voiceagent.context.v1.DeleteFactRequest\x1a).voiceagent.context.v1.DeleteFactResponse\x12m\n\x0eGetIndexStatus\x12,.voiceagent.context.v1.GetIndexStatusRequest\x1a-.voiceagent.context.v1.GetIndexStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0voiceagent_backbone/api/context/v1/context.proto\x12\x15voiceagent.context.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x0b\x43ontextItem\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x31\n\x06source\x18\x02 \x01(\x0e\x32!.voiceagent.context.v1.SourceKind\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x03\x12\x0f\n\x07speaker\x18\x07 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x08 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\t \x01(\x05\x12\x0f\n\x07\x66\x61\x63t_id\x18\n \x01(\t\x12/\n\x0boccurred_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\rEnrichRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\tmax_items\x18\x04 \x01(\x05\x12\x14\n\x0ctoken_budget\x18\x05 \x01(\x05\x12\x32\n\x07sources\x18\x06 \x03(\x0e\x32!.voiceagent.context.v1.SourceKind\"\xba\x01\n\x0e\x45nrichResponse\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".voiceagent.context.v1.ContextItem\x12\x15\n\rcontext_block\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07partial\x18\x04 \x01(\x08\x12\x19\n\x11memory_lag_events\x18\x05 \x01(\x03\x12\x1a\n\x12memory_lag_seconds\x18\x06 \x01(\x01\"\xc6\x01\n\x08\x44ocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x05\x12/\n\x0bingested_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65mbedded_chunks\x18\x07 \x01(\x05\"J\n\x15IngestDocumentRequest\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.voiceagent.context.v1.Document\"K\n\x16IngestDocumentResponse\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.voiceagent.context.v1.Document\",\n\x15\x44\x65leteDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\")\n\x16\x44\x65leteDocumentResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"=\n\x14ListDocumentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"d\n\x15ListDocumentsResponse\x12\x32\n\tdocuments\x18\x01 \x03(\x0b\x32\x1f.voiceagent.context.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\"H\n\x13GetDocumentResponse\x12\x31\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1f.voiceagent.context.v1.Document\"U\n\x04\x46\x61\x63t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x12UpsertFactsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12*\n\x05\x66\x61\x63ts\x18\x02 \x03(\x0b\x32\x1b.voiceagent.context.v1.Fact\"A\n\x13UpsertFactsResponse\x12*\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1b.voiceagent.context.v1.Fact\"#\n\x10ListFactsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"?\n\x11ListFactsResponse\x12*\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x1b.voiceagent.context.v1.Fact\"5\n\x11\x44\x65leteFactRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x02 \x01(\t\"%\n\x12\x44\x65leteFactResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x17\n\x15GetIndexStatusRequest\"\xd5\x01\n\x16GetIndexStatusResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x15\n\rindexed_turns\x18\x02 \x01(\x03\x12\x12\n\nlag_events\x18\x03 \x01(\x03\x12\x13\n\x0blag_seconds\x18\x04 \x01(\x01\x12\x18\n\x10knowledge_chunks\x18\x05 \x01(\x03\x12\r\n\x05\x66\x61\x63ts\x18\x06 \x01(\x03\x12\x16\n\x0e\x66\x65\x65\x64_connected\x18\x07 \x01(\x08\x12\x12\n\nfeed_error\x18\x08 \x01(\t\x12\x16\n\x0epending_chunks\x18\t \x01(\x03*r\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x12\x14\n\x10SOURCE_KIND_FACT\x10\x03\x32\xaf\x07\n\x0e\x43ontextService\x12U\n\x06\x45nrich\x12$.voiceagent.context.v1.EnrichRequest\x1a%.voiceagent.context.v1.EnrichResponse\x12m\n\x0eIngestDocument\x12,.voiceagent.context.v1.IngestDocumentRequest\x1a-.voiceagent.context.v1.IngestDocumentResponse\x12m\n\x0e\x44\x65leteDocument\x12,.voiceagent.context.v1.DeleteDocumentRequest\x1a-.voiceagent.context.v1.DeleteDocumentResponse\x12j\n\rListDocuments\x12+.voiceagent.context.v1.ListDocumentsRequest\x1a,.voiceagent.context.v1.ListDocumentsResponse\x12\x64\n\x0bGetDocument\x12).voiceagent.context.v1.GetDocumentRequest\x1a*.voiceagent.context.v1.GetDocumentResponse\x12\x64\n\x0bUpsertFacts\x12).voiceagent.context.v1.UpsertFactsRequest\x1a*.voiceagent.context.v1.UpsertFactsResponse\x12^\n\tListFacts\x12\'.voiceagent.context.v1.ListFactsRequest\x1a(.voiceagent.context.v1.ListFactsResponse\x12\x61\n\nDeleteFact\x12(.voiceagent.context.v1.DeleteFactRequest\x1a).voiceagent.context.v1.DeleteFactResponse\x12m\n\x0eGetIndexStatus\x12,.voiceagent.context.v1.GetIndexStatusRequest\x1a-.voiceagent.context.v1.GetIndexStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voiceagent_backbone.api.context.v1.context_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCEKIND']._serialized_start=2115
-  _globals['_SOURCEKIND']._serialized_end=2229
+  _globals['_SOURCEKIND']._serialized_start=2170
+  _globals['_SOURCEKIND']._serialized_end=2284
   _globals['_CONTEXTITEM']._serialized_start=139
   _globals['_CONTEXTITEM']._serialized_end=413
   _globals['_ENRICHREQUEST']._serialized_start=416
   _globals['_ENRICHREQUEST']._serialized_end=580
   _globals['_ENRICHRESPONSE']._serialized_start=583
-  _globals['_ENRICHRESPONSE']._serialized_end=714
-  _globals['_DOCUMENT']._serialized_start=717
-  _globals['_DOCUMENT']._serialized_end=915
-  _globals['_INGESTDOCUMENTREQUEST']._serialized_start=917
-  _globals['_INGESTDOCUMENTREQUEST']._serialized_end=991
-  _globals['_INGESTDOCUMENTRESPONSE']._serialized_start=993
-  _globals['_INGESTDOCUMENTRESPONSE']._serialized_end=1068
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1070
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1114
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1116
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1157
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=1159
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=1220
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1222
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1322
-  _globals['_GETDOCUMENTREQUEST']._serialized_start=1324
-  _globals['_GETDOCUMENTREQUEST']._serialized_end=1365
-  _globals['_GETDOCUMENTRESPONSE']._serialized_start=1367
-  _globals['_GETDOCUMENTRESPONSE']._serialized_end=1439
-  _globals['_FACT']._serialized_start=1441
-  _globals['_FACT']._serialized_end=1526
-  _globals['_UPSERTFACTSREQUEST']._serialized_start=1528
-  _globals['_UPSERTFACTSREQUEST']._serialized_end=1609
-  _globals['_UPSERTFACTSRESPONSE']._serialized_start=1611
-  _globals['_UPSERTFACTSRESPONSE']._serialized_end=1676
-  _globals['_LISTFACTSREQUEST']._serialized_start=1678
-  _globals['_LISTFACTSREQUEST']._serialized_end=1713
-  _globals['_LISTFACTSRESPONSE']._serialized_start=1715
-  _globals['_LISTFACTSRESPONSE']._serialized_end=1778
-  _globals['_DELETEFACTREQUEST']._serialized_start=1780
-  _globals['_DELETEFACTREQUEST']._serialized_end=1833
-  _globals['_DELETEFACTRESPONSE']._serialized_start=1835
-  _globals['_DELETEFACTRESPONSE']._serialized_end=1872
-  _globals['_GETINDEXSTATUSREQUEST']._serialized_start=1874
-  _globals['_GETINDEXSTATUSREQUEST']._serialized_end=1897
-  _globals['_GETINDEXSTATUSRESPONSE']._serialized_start=1900
-  _globals['_GETINDEXSTATUSRESPONSE']._serialized_end=2113
-  _globals['_CONTEXTSERVICE']._serialized_start=2232
-  _globals['_CONTEXTSERVICE']._serialized_end=3175
+  _globals['_ENRICHRESPONSE']._serialized_end=769
+  _globals['_DOCUMENT']._serialized_start=772
+  _globals['_DOCUMENT']._serialized_end=970
+  _globals['_INGESTDOCUMENTREQUEST']._serialized_start=972
+  _globals['_INGESTDOCUMENTREQUEST']._serialized_end=1046
+  _globals['_INGESTDOCUMENTRESPONSE']._serialized_start=1048
+  _globals['_INGESTDOCUMENTRESPONSE']._serialized_end=1123
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1125
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1169
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1171
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1212
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=1214
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=1275
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1277
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1377
+  _globals['_GETDOCUMENTREQUEST']._serialized_start=1379
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=1420
+  _globals['_GETDOCUMENTRESPONSE']._serialized_start=1422
+  _globals['_GETDOCUMENTRESPONSE']._serialized_end=1494
+  _globals['_FACT']._serialized_start=1496
+  _globals['_FACT']._serialized_end=1581
+  _globals['_UPSERTFACTSREQUEST']._serialized_start=1583
+  _globals['_UPSERTFACTSREQUEST']._serialized_end=1664
+  _globals['_UPSERTFACTSRESPONSE']._serialized_start=1666
+  _globals['_UPSERTFACTSRESPONSE']._serialized_end=1731
+  _globals['_LISTFACTSREQUEST']._serialized_start=1733
+  _globals['_LISTFACTSREQUEST']._serialized_end=1768
+  _globals['_LISTFACTSRESPONSE']._serialized_start=1770
+  _globals['_LISTFACTSRESPONSE']._serialized_end=1833
+  _globals['_DELETEFACTREQUEST']._serialized_start=1835
+  _globals['_DELETEFACTREQUEST']._serialized_end=1888
+  _globals['_DELETEFACTRESPONSE']._serialized_start=1890
+  _globals['_DELETEFACTRESPONSE']._serialized_end=1927
+  _globals['_GETINDEXSTATUSREQUEST']._serialized_start=1929
+  _globals['_GETINDEXSTATUSREQUEST']._serialized_end=1952
+  _globals['_GETINDEXSTATUSRESPONSE']._serialized_start=1955
+  _globals['_GETINDEXSTATUSRESPONSE']._serialized_end=2168
+  _globals['_CONTEXTSERVICE']._serialized_start=2287
+  _globals['_CONTEXTSERVICE']._serialized_end=3230
 # @@protoc_insertion_point(module_scope)

@@ -65,16 +65,20 @@ class EnrichRequest(_message.Message):
     def __init__(self, conversation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., text: _Optional[str] = ..., max_items: _Optional[int] = ..., token_budget: _Optional[int] = ..., sources: _Optional[_Iterable[_Union[SourceKind, str]]] = ...) -> None: ...
 
 class EnrichResponse(_message.Message):
-    __slots__ = ("items", "context_block", "context_tokens", "partial")
+    __slots__ = ("items", "context_block", "context_tokens", "partial", "memory_lag_events", "memory_lag_seconds")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_BLOCK_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LAG_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ContextItem]
     context_block: str
     context_tokens: int
     partial: bool
-    def __init__(self, items: _Optional[_Iterable[_Union[ContextItem, _Mapping]]] = ..., context_block: _Optional[str] = ..., context_tokens: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
+    memory_lag_events: int
+    memory_lag_seconds: float
+    def __init__(self, items: _Optional[_Iterable[_Union[ContextItem, _Mapping]]] = ..., context_block: _Optional[str] = ..., context_tokens: _Optional[int] = ..., partial: _Optional[bool] = ..., memory_lag_events: _Optional[int] = ..., memory_lag_seconds: _Optional[float] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("document_id", "title", "text", "metadata", "chunk_count", "ingested_at", "embedded_chunks")
