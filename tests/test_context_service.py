@@ -179,6 +179,46 @@ async def test_a_message_replaces_the_transcriptions_of_its_turn(
     )
 
 
+async def test_a_spoken_turn_is_embedded_once(ctx: ContextHandle, state: StateHandle) -> None:
+    """The final transcription is indexed at once; the message that replaces it moments
+    later (the same words, capitalised and punctuated) reuses its vector."""
+    tenant = fresh_tenant()
+    conversation = await new_conversation(state, tenant, ("ana",))
+    spoken = event(
+        spb.EVENT_TYPE_TRANSCRIPTION,
+        "my sister lives in lisbon and she teaches piano",
+        spb.ROLE_USER,
+        transcription=spb.TranscriptionDetail(final=True),
+    )
+    spoken.participant_identity = "caller"
+    await state.stub().AppendEvents(
+        spb.AppendEventsRequest(conversation_id=conversation.conversation_id, events=[spoken]),
+        metadata=state.metadata(tenant),
+    )
+    await indexed(ctx, tenant, 1)
+    before = ctx.domain.embedded_for_index
+    message = event(
+        spb.EVENT_TYPE_USER_MESSAGE,
+        "My sister lives in Lisbon, and she teaches piano.",
+        spb.ROLE_USER,
+    )
+    message.participant_identity = "caller"
+    reply = event(spb.EVENT_TYPE_AGENT_MESSAGE, "How lovely, does she play too?", spb.ROLE_AGENT)
+    await state.stub().AppendEvents(
+        spb.AppendEventsRequest(
+            conversation_id=conversation.conversation_id, events=[message, reply]
+        ),
+        metadata=state.metadata(tenant),
+    )
+    await eventually(
+        lambda: ctx.domain.turns_by_tenant[tenant] == 2 and ctx.domain.progress.backlog == 0,
+        "the message replaced the transcription",
+    )
+    assert ctx.domain.embedded_for_index - before == 1, "only the agent's reply is new"
+    top = (await ctx.enrich("Where does my sister live?", "ana", tenant)).items[0]
+    assert top.text == "My sister lives in Lisbon, and she teaches piano."
+
+
 async def test_restart_resumes_from_the_cursor_without_re_embedding(
     tmp_path: Path, jwt_key: str, state: StateHandle
 ) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EMBED_BATCH = 16
+# Transcriptions whose vectors are kept for the message that replaces them.
+_TRANSCRIBED_KEPT = 4096
+_WORDS = re.compile(r"\w+")
 # Time kept back from the caller's deadline for ranking, rendering and the reply's way
 # back (the caller's clock started before the request reached us): 5 ms plus 5 %.
 DEADLINE_RESERVE_S = 0.005
@@ -177,6 +181,11 @@ class ContextDomain:
         # Texts this domain embedded for the index (restarts must not re-embed).
         self.embedded_for_index = 0
         self.turns_by_tenant: collections.Counter[str] = collections.Counter()
+        # Vectors of recent final transcriptions, by the text they were embedded from: the
+        # message that replaces a transcription moments later (the same words, the same
+        # speaker) takes its vector instead of being embedded again. Bounded; after a
+        # restart such a message is embedded once more.
+        self._transcribed: collections.OrderedDict[str, Vectors] = collections.OrderedDict()
         self._executors = _Executors()
         # Feed batches and knowledge writes change the index one at a time.
         self._write_lock = asyncio.Lock()
@@ -282,6 +291,30 @@ class ContextDomain:
         row_of = {text: row for row, text in enumerate(distinct)}
         return vectors[[row_of[text] for text in texts]]
 
+    async def _turn_vectors(self, turns: Sequence[TurnEvent]) -> Vectors:
+        """One vector per turn; a message reuses the vector of the transcription it
+        replaces when their texts are the same (each spoken turn is embedded once)."""
+        texts = [f"[{date_label(t.occurred_at_us)}] {t.speaker}: {t.text}" for t in turns]
+        # The committed message may differ from the transcript in case and punctuation
+        # only; the model reads neither case nor much punctuation.
+        keys = [" ".join(_WORDS.findall(text.lower())) for text in texts]
+        vectors = np.zeros((len(turns), self.embedder.dim), dtype=np.float32)
+        missing: list[int] = []
+        for row, turn in enumerate(turns):
+            reused = self._transcribed.pop(keys[row], None) if turn.kind == "message" else None
+            if reused is None:
+                missing.append(row)
+            else:
+                vectors[row] = reused
+        if missing:
+            vectors[missing] = await self.embed_for_index([texts[row] for row in missing])
+        for row, turn in enumerate(turns):
+            if turn.kind == "transcription":
+                self._transcribed[keys[row]] = vectors[row]
+                while len(self._transcribed) > _TRANSCRIBED_KEPT:
+                    self._transcribed.popitem(last=False)
+        return vectors
+
     async def _embed_until(self, texts: Sequence[str], deadline: float) -> dict[str, Vectors]:
         """Embeds the distinct texts in order, a batch at a time, until the loop's clock
         passes `deadline` (so at most one batch after it); returns the vectors of those it
@@ -358,9 +391,7 @@ class ContextDomain:
         """Applies one batch of feed changes and stores the cursor after it, atomically."""
         async with self._write_lock:
             turns = [i for i in items if isinstance(i, TurnEvent)]
-            vectors = await self.embed_for_index(
-                [f"[{date_label(t.occurred_at_us)}] {t.speaker}: {t.text}" for t in turns]
-            )
+            vectors = await self._turn_vectors(turns)
             previous: dict[tuple[str, str], str] = {}
             ops: list[FeedOp] = []
             vector_of = {t.event_id: v for t, v in zip(turns, vectors, strict=True)}
