@@ -1,6 +1,6 @@
 """context_svc's domain: indexing feed changes, knowledge and facts; ranking for Enrich.
 
-No protobuf here: the servicer and the feed follower convert at the edges.
+No protobuf here: the wire module converts at the edges (requests, replies, the feed).
 """
 
 from __future__ import annotations
@@ -24,19 +24,28 @@ from voiceagent_backbone.context_svc.backfill import DocumentTail, KnowledgeBack
 from voiceagent_backbone.context_svc.chunking import chunk_text
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.embedding import Embedder, EmbeddingError, Vectors
-from voiceagent_backbone.context_svc.index import Entry, Hit, Index, PartitionKey, Source
+from voiceagent_backbone.context_svc.index import Entry, Index, PartitionKey, Source
 from voiceagent_backbone.context_svc.lexical import analyze
-from voiceagent_backbone.context_svc.render import date_label, render
-from voiceagent_backbone.context_svc.store import (
+from voiceagent_backbone.context_svc.model import (
     AddTurn,
-    ChunkRow,
-    DocumentRow,
+    Chunk,
+    DeletionEvent,
+    Document,
+    DocumentStatus,
     DropConversations,
-    FactRow,
+    EnrichQuery,
+    EnrichResult,
+    Fact,
+    FeedItem,
     FeedOp,
-    IndexStore,
-    TurnRow,
+    IndexStatus,
+    NewDocument,
+    NewFact,
+    Turn,
+    TurnEvent,
 )
+from voiceagent_backbone.context_svc.render import date_label, render
+from voiceagent_backbone.context_svc.store import IndexStore
 from voiceagent_backbone.servicekit.errors import InvalidArgument, NotFound, Unavailable
 from voiceagent_backbone.servicekit.page_tokens import KEY_BYTES, PageTokens
 
@@ -65,37 +74,10 @@ def chunk_embed_text(title: str, text: str) -> str:
     return f"{title}: {text}" if title else text
 
 
-# -- what the feed follower hands over --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TurnEvent:
-    """A user or agent turn from the change feed (a message, or a final transcription)."""
-
-    tenant_id: str
-    event_id: str
-    conversation_id: str
-    seq: int
-    kind: str  # "message" | "transcription"
-    role: str
-    speaker: str
-    text: str
-    occurred_at_us: int
-    user_ids: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class DeletionEvent:
-    tenant_id: str
-    conversation_ids: list[str]
-    user_id: str
-
-
-FeedItem = TurnEvent | DeletionEvent
-
-
 @dataclass
 class FeedProgress:
+    """How far this replica has followed state_svc's feed, and whether it is failing."""
+
     cursor: str = ""
     backlog: int = 0
     # Server time of the oldest change received but not yet applied (None: none pending).
@@ -116,36 +98,6 @@ class FeedProgress:
         self.connected = True
         self.error = ""
         self.failing_since_us = None
-
-
-@dataclass(frozen=True, slots=True)
-class EnrichResult:
-    hits: list[Hit]
-    block: str
-    tokens: int
-    partial: bool
-    # How far the memory index was behind the feed (see status()).
-    lag_events: int = 0
-    lag_seconds: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class NewFact:
-    fact_id: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class IndexStatus:
-    cursor: str
-    indexed_turns: int
-    lag_events: int
-    lag_seconds: float
-    knowledge_chunks: int
-    facts: int
-    feed_connected: bool = False
-    feed_error: str = ""
-    pending_chunks: int = 0
 
 
 @dataclass
@@ -242,8 +194,8 @@ class ContextDomain:
         )
 
     async def _reembed(
-        self, turns: list[TurnRow], chunks: list[ChunkRow], facts: list[FactRow]
-    ) -> tuple[list[TurnRow], list[ChunkRow], list[FactRow]]:
+        self, turns: list[Turn], chunks: list[Chunk], facts: list[Fact]
+    ) -> tuple[list[Turn], list[Chunk], list[Fact]]:
         # Chunks not embedded yet stay so: the background embedding uses the new model.
         embedded = [c for c in chunks if c.vector is not None]
         tv = await self.embed_for_index([t.embed_text for t in turns])
@@ -351,7 +303,7 @@ class ContextDomain:
 
     # -- indexing ------------------------------------------------------------------------
 
-    def _index_turn(self, turn: TurnRow) -> None:
+    def _index_turn(self, turn: Turn) -> None:
         entry = Entry(
             key=turn.event_id,
             source=Source.MEMORY,
@@ -365,7 +317,7 @@ class ContextDomain:
         for owner in turn.owners:
             self.index.add((turn.tenant_id, Source.MEMORY, owner), entry, turn.terms, turn.vector)
 
-    def _index_chunk(self, chunk: ChunkRow) -> None:
+    def _index_chunk(self, chunk: Chunk) -> None:
         entry = Entry(
             key=f"{chunk.document_id}#{chunk.chunk_index}",
             source=Source.KNOWLEDGE,
@@ -377,7 +329,7 @@ class ContextDomain:
         )
         self.index.add((chunk.tenant_id, Source.KNOWLEDGE, ""), entry, chunk.terms, chunk.vector)
 
-    def _index_fact(self, fact: FactRow) -> None:
+    def _index_fact(self, fact: Fact) -> None:
         entry = Entry(
             key=fact.fact_id,
             source=Source.FACT,
@@ -415,7 +367,7 @@ class ContextDomain:
                 previous[key] = item.text
                 ops.append(
                     AddTurn(
-                        TurnRow(
+                        Turn(
                             tenant_id=item.tenant_id,
                             event_id=item.event_id,
                             conversation_id=item.conversation_id,
@@ -459,7 +411,7 @@ class ContextDomain:
     # -- Enrich --------------------------------------------------------------------------
 
     def partitions_for(
-        self, tenant_id: str, user_id: str, conversation_id: str, sources: set[Source]
+        self, tenant_id: str, user_id: str, conversation_id: str, sources: frozenset[Source]
     ) -> list[PartitionKey]:
         keys: list[PartitionKey] = []
         if Source.MEMORY in sources:
@@ -474,16 +426,7 @@ class ContextDomain:
         return keys
 
     async def enrich(
-        self,
-        *,
-        tenant_id: str,
-        user_id: str,
-        conversation_id: str,
-        text: str,
-        max_items: int,
-        token_budget: int,
-        sources: set[Source],
-        time_left_s: float | None,
+        self, tenant_id: str, query: EnrichQuery, time_left_s: float | None
     ) -> EnrichResult:
         """Ranks context for a turn. With `time_left_s` too short for the embedding, the
         lexical ranking alone is returned and marked partial: late answers are useless to a
@@ -497,21 +440,23 @@ class ContextDomain:
         deadline = loop.time() + budget * (1 - DEADLINE_RESERVE_SHARE) - DEADLINE_RESERVE_S
         keys = [
             k
-            for k in self.partitions_for(tenant_id, user_id, conversation_id, sources)
+            for k in self.partitions_for(
+                tenant_id, query.user_id, query.conversation_id, query.sources
+            )
             if k in self.index.partitions
         ]
         lag_events, lag_seconds = self.lag()
-        if not keys or not text.strip():
+        if not keys or not query.text.strip():
             return EnrichResult([], "", 0, False, lag_events, lag_seconds)
-        terms = analyze(text)
+        terms = analyze(query.text)
         partial = False
-        query: np.ndarray[Any, np.dtype[np.float32]] | None = None
+        query_vector: np.ndarray[Any, np.dtype[np.float32]] | None = None
         remaining = deadline - loop.time()
         if remaining > 0:
-            future = loop.run_in_executor(self._executors.query, self.embedder.embed, [text])
+            future = loop.run_in_executor(self._executors.query, self.embedder.embed, [query.text])
             try:
                 vectors = await asyncio.wait_for(asyncio.shield(future), remaining)
-                query = vectors[0]
+                query_vector = vectors[0]
                 metrics.EMBEDDINGS.labels(path="query").inc()
             except TimeoutError:
                 partial = True
@@ -526,27 +471,28 @@ class ContextDomain:
             partial = True
         if partial:
             metrics.ENRICH_PARTIAL.inc()
-        hits = self.index.search(keys, terms, query, max_items, self.settings.lexical_weight)
-        block, tokens, kept = render(hits, token_budget)
+        hits = self.index.search(
+            keys, terms, query_vector, query.max_items, self.settings.lexical_weight
+        )
+        block, tokens, kept = render(hits, query.token_budget)
         return EnrichResult(kept, block, tokens, partial, lag_events, lag_seconds)
 
     # -- knowledge -----------------------------------------------------------------------
 
-    async def ingest_document(
-        self, tenant_id: str, document_id: str, title: str, text: str, metadata: dict[str, Any]
-    ) -> DocumentRow:
+    async def ingest_document(self, tenant_id: str, new: NewDocument) -> DocumentStatus:
         """Stores the document and every chunk, searchable by keyword, and embeds chunks for
         at most the sync budget (from the call's start); the rest are left to the
         background embedding. A small document is fully indexed when this returns."""
         deadline = asyncio.get_running_loop().time() + self.settings.ingest_sync_budget_s
-        pieces = await self._chunks_of(text)
+        document_id, title = new.document_id, new.title
+        pieces = await self._chunks_of(new.text)
         terms = await self._on_index_thread(lambda: [analyze(f"{title} {p}") for p in pieces])
         embed_texts = [chunk_embed_text(title, p) for p in pieces]
         vectors = await self._embed_until(embed_texts, deadline)
         now = utcnow_us()
-        document = DocumentRow(tenant_id, document_id, title, text, metadata, now, len(pieces))
+        document = Document(tenant_id, document_id, title, new.text, new.metadata, now, len(pieces))
         chunks = [
-            ChunkRow(tenant_id, document_id, title, i, piece, piece_terms, now, vectors.get(et))
+            Chunk(tenant_id, document_id, title, i, piece, piece_terms, now, vectors.get(et))
             for i, (piece, piece_terms, et) in enumerate(
                 zip(pieces, terms, embed_texts, strict=True)
             )
@@ -564,7 +510,7 @@ class ContextDomain:
             # Replaces the previous version's tail, whose texts are then never embedded.
             self.backfill.put(DocumentTail(tenant_id, document_id, now, pending))
             self._update_gauges()
-        return document
+        return self._status_of(document)
 
     async def _store_chunk_vectors(
         self, tail: DocumentTail, texts: list[str], vectors: Vectors
@@ -585,10 +531,11 @@ class ContextDomain:
             self.backfill.done(tail, texts)
             metrics.KNOWLEDGE_PENDING_CHUNKS.set(self.backfill.total)
 
-    def embedded_chunks(self, document: DocumentRow) -> int:
-        return document.chunk_count - self.backfill.pending_of(
+    def _status_of(self, document: Document) -> DocumentStatus:
+        pending = self.backfill.pending_of(
             document.tenant_id, document.document_id, document.ingested_at_us
         )
+        return DocumentStatus(document, document.chunk_count - pending)
 
     async def _chunks_of(self, text: str) -> list[str]:
         pieces = await self._on_index_thread(lambda: chunk_text(text, self.settings.chunk_words))
@@ -617,21 +564,22 @@ class ContextDomain:
             self._update_gauges()
         return True
 
-    async def list_documents(self, tenant_id: str, after: str, limit: int) -> list[DocumentRow]:
-        return await self.store.list_documents(tenant_id, after, limit)
+    async def list_documents(self, tenant_id: str, after: str, limit: int) -> list[DocumentStatus]:
+        """Documents without their text, by id after `after`."""
+        documents = await self.store.list_documents(tenant_id, after, limit)
+        return [self._status_of(d) for d in documents]
 
-    async def get_document(self, tenant_id: str, document_id: str) -> DocumentRow | None:
-        return await self.store.get_document(tenant_id, document_id)
+    async def get_document(self, tenant_id: str, document_id: str) -> DocumentStatus | None:
+        document = await self.store.get_document(tenant_id, document_id)
+        return None if document is None else self._status_of(document)
 
     # -- facts ---------------------------------------------------------------------------
 
-    async def upsert_facts(
-        self, tenant_id: str, user_id: str, facts: list[NewFact]
-    ) -> list[FactRow]:
+    async def upsert_facts(self, tenant_id: str, user_id: str, facts: list[NewFact]) -> list[Fact]:
         vectors = await self.embed_for_index([f.text for f in facts])
         now = utcnow_us()
         rows = [
-            FactRow(tenant_id, user_id, f.fact_id, f.text, analyze(f.text), now, v)
+            Fact(tenant_id, user_id, f.fact_id, f.text, analyze(f.text), now, v)
             for f, v in zip(facts, vectors, strict=True)
         ]
         async with self._write_lock:
@@ -644,7 +592,7 @@ class ContextDomain:
             self._update_gauges()
         return rows
 
-    async def list_facts(self, tenant_id: str, user_id: str) -> list[FactRow]:
+    async def list_facts(self, tenant_id: str, user_id: str) -> list[Fact]:
         return await self.store.list_facts(tenant_id, user_id)
 
     async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str) -> None:
@@ -684,7 +632,7 @@ class ContextDomain:
         )
 
 
-def _tails_of(chunks: Sequence[ChunkRow]) -> list[DocumentTail]:
+def _tails_of(chunks: Sequence[Chunk]) -> list[DocumentTail]:
     """The stored chunks without a vector, as one tail per document, in stored order."""
     pending: dict[tuple[str, str, int], dict[str, list[int]]] = {}
     for c in chunks:

@@ -16,55 +16,15 @@ import grpc
 
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
-from voiceagent_backbone.context_svc import metrics
+from voiceagent_backbone.context_svc import metrics, wire
 from voiceagent_backbone.context_svc.config import ContextSettings
-from voiceagent_backbone.context_svc.domain import ContextDomain, DeletionEvent, FeedItem, TurnEvent
+from voiceagent_backbone.context_svc.domain import ContextDomain
 from voiceagent_backbone.servicekit.auth import RenewingToken, TokenFile
 from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 
 log = logging.getLogger(__name__)
 
 FEED_SCOPES = ("state.read", "state.feed")
-_MESSAGE_ROLE = {pb.EVENT_TYPE_USER_MESSAGE: "user", pb.EVENT_TYPE_AGENT_MESSAGE: "agent"}
-_ROLE_NAME = {pb.ROLE_USER: "user", pb.ROLE_AGENT: "agent", pb.ROLE_SYSTEM: "system"}
-
-
-def _time_us(ts: object) -> int:
-    seconds = getattr(ts, "seconds", 0)
-    nanos = getattr(ts, "nanos", 0)
-    return int(seconds) * 1_000_000 + int(nanos) // 1000
-
-
-def feed_item(change: pb.Change) -> FeedItem | None:
-    """The index's view of a change; None for changes that carry no turn text."""
-    if change.HasField("deletion"):
-        d = change.deletion
-        return DeletionEvent(d.tenant_id, list(d.conversation_ids), d.user_id)
-    if not change.HasField("event"):
-        return None
-    e = change.event
-    text = e.text.strip()
-    if not text:
-        return None
-    if e.type in _MESSAGE_ROLE:
-        kind, role = "message", _MESSAGE_ROLE[e.type]
-    elif e.type == pb.EVENT_TYPE_TRANSCRIPTION and e.transcription.final:
-        kind, role = "transcription", _ROLE_NAME.get(e.role, "user")
-    else:
-        return None
-    occurred = e.client_time if e.HasField("client_time") else e.server_time
-    return TurnEvent(
-        tenant_id=e.tenant_id,
-        event_id=e.event_id,
-        conversation_id=e.conversation_id,
-        seq=e.seq,
-        kind=kind,
-        role=role,
-        speaker=e.participant_identity or role.capitalize(),
-        text=text,
-        occurred_at_us=_time_us(occurred),
-        user_ids=list(e.user_ids),
-    )
 
 
 def token_provider(settings: ContextSettings) -> TokenProvider | None:
@@ -164,14 +124,14 @@ class FeedFollower:
             if response.changes:
                 first = response.changes[0]
                 if first.HasField("event") and progress.pending_since_us is None:
-                    progress.pending_since_us = _time_us(first.event.server_time)
-                items = [i for i in (feed_item(c) for c in response.changes) if i is not None]
+                    progress.pending_since_us = first.event.server_time.ToMicroseconds()
+                items = [i for i in (wire.feed_item(c) for c in response.changes) if i is not None]
                 await self.domain.apply_feed(items, response.changes[-1].cursor)
                 progress.applied_changes += len(response.changes)
                 last = response.changes[-1]
                 if response.backlog > 0 and last.HasField("event"):
                     # Still behind: the oldest pending change is at most this old.
-                    progress.pending_since_us = _time_us(last.event.server_time)
+                    progress.pending_since_us = last.event.server_time.ToMicroseconds()
             progress.backlog = response.backlog
             if response.backlog == 0:
                 progress.pending_since_us = None

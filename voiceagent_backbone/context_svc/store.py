@@ -22,13 +22,23 @@ import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from voiceagent_backbone.context_svc.embedding import Vectors
+from voiceagent_backbone.context_svc.model import (
+    AddTurn,
+    BatchResult,
+    Chunk,
+    Document,
+    DropConversations,
+    Fact,
+    FeedOp,
+    RemovedTurn,
+    Turn,
+)
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -82,92 +92,6 @@ CREATE TABLE IF NOT EXISTS facts (
   PRIMARY KEY (tenant_id, user_id, fact_id)
 );
 """
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRow:
-    tenant_id: str
-    event_id: str
-    conversation_id: str
-    seq: int
-    kind: str  # "message" or "transcription"
-    role: str  # "user", "agent", ...
-    speaker: str
-    text: str
-    embed_text: str
-    terms: list[str]
-    occurred_at_us: int
-    owners: list[str]  # memory partitions (user ids) the turn belongs to
-    vector: Vectors
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRow:
-    tenant_id: str
-    document_id: str
-    title: str
-    chunk_index: int
-    text: str
-    terms: list[str]
-    ingested_at_us: int
-    vector: Vectors | None  # None: not embedded yet
-
-
-@dataclass(frozen=True, slots=True)
-class FactRow:
-    tenant_id: str
-    user_id: str
-    fact_id: str
-    text: str
-    terms: list[str]
-    updated_at_us: int
-    vector: Vectors
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentRow:
-    tenant_id: str
-    document_id: str
-    title: str
-    text: str
-    metadata: dict[str, Any]
-    ingested_at_us: int
-    chunk_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class RemovedTurn:
-    tenant_id: str
-    event_id: str
-    owners: list[str]
-
-
-# What one feed batch does to the store, in feed order.
-@dataclass(frozen=True, slots=True)
-class AddTurn:
-    """Store a turn. For a message, transcriptions of the same role since the previous
-    message are dropped: the message is the better text of the same turn (transcriptions
-    stay only for turns that never got a message)."""
-
-    turn: TurnRow
-
-
-@dataclass(frozen=True, slots=True)
-class DropConversations:
-    tenant_id: str
-    conversation_ids: list[str]
-    # Set when a user's data was deleted: their facts go too.
-    user_id: str = ""
-
-
-FeedOp = AddTurn | DropConversations
-
-
-@dataclass
-class BatchResult:
-    added: list[TurnRow]
-    removed: list[RemovedTurn]
-    removed_facts: list[tuple[str, str, str]]  # (tenant, user, fact id)
 
 
 def _blob(vector: Vectors) -> bytes:
@@ -236,15 +160,15 @@ class IndexStore:
 
     # -- loading (start-up) ------------------------------------------------------------
 
-    async def load_turns(self) -> list[TurnRow]:
-        def load(c: sqlite3.Connection) -> list[TurnRow]:
+    async def load_turns(self) -> list[Turn]:
+        def load(c: sqlite3.Connection) -> list[Turn]:
             rows = c.execute("SELECT * FROM turns ORDER BY rowid").fetchall()
             return [_turn(r) for r in rows]
 
         return await self._run(load)
 
-    async def load_chunks(self) -> list[ChunkRow]:
-        def load(c: sqlite3.Connection) -> list[ChunkRow]:
+    async def load_chunks(self) -> list[Chunk]:
+        def load(c: sqlite3.Connection) -> list[Chunk]:
             rows = c.execute(
                 "SELECT c.*, d.title, d.ingested_at_us FROM chunks c JOIN documents d"
                 " USING (tenant_id, document_id) ORDER BY c.rowid"
@@ -253,8 +177,8 @@ class IndexStore:
 
         return await self._run(load)
 
-    async def load_facts(self) -> list[FactRow]:
-        def load(c: sqlite3.Connection) -> list[FactRow]:
+    async def load_facts(self) -> list[Fact]:
+        def load(c: sqlite3.Connection) -> list[Fact]:
             return [_fact(r) for r in c.execute("SELECT * FROM facts ORDER BY rowid")]
 
         return await self._run(load)
@@ -310,7 +234,7 @@ class IndexStore:
 
     # -- knowledge ---------------------------------------------------------------------
 
-    async def replace_document(self, document: DocumentRow, chunks: list[ChunkRow]) -> int:
+    async def replace_document(self, document: Document, chunks: list[Chunk]) -> int:
         """Stores a document and its chunks; returns the old document's chunk count."""
 
         def write(c: sqlite3.Connection) -> int:
@@ -392,8 +316,8 @@ class IndexStore:
 
         return await self._run(write)
 
-    async def list_documents(self, tenant_id: str, after: str, limit: int) -> list[DocumentRow]:
-        def read(c: sqlite3.Connection) -> list[DocumentRow]:
+    async def list_documents(self, tenant_id: str, after: str, limit: int) -> list[Document]:
+        def read(c: sqlite3.Connection) -> list[Document]:
             rows = c.execute(
                 "SELECT tenant_id, document_id, title, '' AS text, metadata, ingested_at_us,"
                 " chunk_count FROM documents WHERE tenant_id=? AND document_id>?"
@@ -404,8 +328,8 @@ class IndexStore:
 
         return await self._run(read)
 
-    async def get_document(self, tenant_id: str, document_id: str) -> DocumentRow | None:
-        def read(c: sqlite3.Connection) -> DocumentRow | None:
+    async def get_document(self, tenant_id: str, document_id: str) -> Document | None:
+        def read(c: sqlite3.Connection) -> Document | None:
             row = c.execute(
                 "SELECT * FROM documents WHERE tenant_id=? AND document_id=?",
                 (tenant_id, document_id),
@@ -416,7 +340,7 @@ class IndexStore:
 
     # -- facts -------------------------------------------------------------------------
 
-    async def upsert_facts(self, facts: list[FactRow], max_per_user: int) -> bool:
+    async def upsert_facts(self, facts: list[Fact], max_per_user: int) -> bool:
         """Stores facts; False (and nothing stored) when the user would exceed the bound."""
 
         def write(c: sqlite3.Connection) -> bool:
@@ -450,8 +374,8 @@ class IndexStore:
         except _Rollback:
             return False
 
-    async def list_facts(self, tenant_id: str, user_id: str) -> list[FactRow]:
-        def read(c: sqlite3.Connection) -> list[FactRow]:
+    async def list_facts(self, tenant_id: str, user_id: str) -> list[Fact]:
+        def read(c: sqlite3.Connection) -> list[Fact]:
             rows = c.execute(
                 "SELECT * FROM facts WHERE tenant_id=? AND user_id=?"
                 " ORDER BY updated_at_us, fact_id",
@@ -472,15 +396,6 @@ class IndexStore:
 
         return await self._run(write)
 
-    async def counts(self) -> dict[str, int]:
-        def read(c: sqlite3.Connection) -> dict[str, int]:
-            return {
-                table: int(c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-                for table in ("turns", "chunks", "facts")
-            }
-
-        return await self._run(read)
-
 
 class _Rollback(Exception):
     pass
@@ -499,7 +414,7 @@ class _transaction:
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _add_turn(c: sqlite3.Connection, turn: TurnRow, result: BatchResult) -> None:
+def _add_turn(c: sqlite3.Connection, turn: Turn, result: BatchResult) -> None:
     if turn.kind == "message":
         # The transcriptions this message supersedes: same role, after the previous message
         # of either side (a reply ends a turn; a transcription before it that never became
@@ -561,8 +476,8 @@ def _drop_conversations(c: sqlite3.Connection, op: DropConversations, result: Ba
             result.removed_facts.append((op.tenant_id, op.user_id, row["fact_id"]))
 
 
-def _turn(r: sqlite3.Row) -> TurnRow:
-    return TurnRow(
+def _turn(r: sqlite3.Row) -> Turn:
+    return Turn(
         tenant_id=r["tenant_id"],
         event_id=r["event_id"],
         conversation_id=r["conversation_id"],
@@ -579,8 +494,8 @@ def _turn(r: sqlite3.Row) -> TurnRow:
     )
 
 
-def _chunk(r: sqlite3.Row) -> ChunkRow:
-    return ChunkRow(
+def _chunk(r: sqlite3.Row) -> Chunk:
+    return Chunk(
         tenant_id=r["tenant_id"],
         document_id=r["document_id"],
         title=r["title"],
@@ -592,8 +507,8 @@ def _chunk(r: sqlite3.Row) -> ChunkRow:
     )
 
 
-def _fact(r: sqlite3.Row) -> FactRow:
-    return FactRow(
+def _fact(r: sqlite3.Row) -> Fact:
+    return Fact(
         tenant_id=r["tenant_id"],
         user_id=r["user_id"],
         fact_id=r["fact_id"],
@@ -604,8 +519,8 @@ def _fact(r: sqlite3.Row) -> FactRow:
     )
 
 
-def _document(r: sqlite3.Row) -> DocumentRow:
-    return DocumentRow(
+def _document(r: sqlite3.Row) -> Document:
+    return Document(
         tenant_id=r["tenant_id"],
         document_id=r["document_id"],
         title=r["title"],
