@@ -27,7 +27,7 @@ from voiceagent_backbone.servicekit import auth
 from voiceagent_backbone.state_svc import service as state_service
 
 AUDIENCE = "voiceagent-test"
-STATE_SCOPES = ("state.read", "state.write", "state.admin", "state.feed")
+STATE_SCOPES = ("state.read", "state.write", "state.admin", "state.feed", "state.index")
 CONTEXT_SCOPES = ("context.read", "context.write", "context.admin")
 AUTH_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}

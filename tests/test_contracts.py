@@ -26,3 +26,14 @@ def test_admin_operations_need_the_admin_scope() -> None:
     prefix = f"/{state_service.SERVICE.full_name}/"
     for method in ("ExportUserData", "DeleteUserData", "SetRetentionPolicy"):
         assert state_service.SCOPES[prefix + method] == "state.admin"
+
+
+def test_embeddings_need_the_platform_index_scope() -> None:
+    from voiceagent_backbone.servicekit.auth import Principal
+
+    prefix = f"/{state_service.SERVICE.full_name}/"
+    tenant_admin = Principal("tenant-a", "", frozenset({"state.admin"}))
+    for method in ("ClaimEmbeddings", "PutEmbeddings", "GetEmbeddings", "ListEmbeddings"):
+        assert state_service.SCOPES[prefix + method] == "state.index"
+    # Every tenant's vectors: a tenant's own admin does not reach them.
+    assert not tenant_admin.allows("state.index")

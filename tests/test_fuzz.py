@@ -36,6 +36,7 @@ SCOPES = [
     "state.write",
     "state.admin",
     "state.feed",
+    "state.index",
     "context.read",
     "context.write",
     "context.admin",

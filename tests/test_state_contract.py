@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -744,3 +744,278 @@ async def test_export_and_delete_user(state: StateHandle) -> None:
         )
     )
     assert not_admin.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- embeddings -----------------------------------------------------------------------
+
+MODEL = "minilm-l6:384"
+INDEX = "state.index"
+
+
+def ekey(
+    item: str,
+    owner_id: str = "c1",
+    owner: int = pb.EMBEDDING_OWNER_CONVERSATION,
+    tenant: str = "tenant-a",
+) -> pb.EmbeddingKey:
+    return pb.EmbeddingKey(tenant_id=tenant, owner=owner, owner_id=owner_id, item_id=item)  # type: ignore[arg-type]
+
+
+def vec(seed: int) -> bytes:
+    return bytes([seed % 256]) * 16
+
+
+def _index_md(state: StateHandle) -> tuple[tuple[str, str], ...]:
+    # The indexer's own token: a platform scope, whatever its tenant.
+    return state.metadata("platform", INDEX)
+
+
+async def _claim(
+    state: StateHandle, keys: list[pb.EmbeddingKey], holder: str, lease_ms: int = 60_000
+) -> list[pb.EmbeddingClaim]:
+    reply = await state.stub().ClaimEmbeddings(
+        pb.ClaimEmbeddingsRequest(model=MODEL, keys=keys, holder=holder, lease_ms=lease_ms),
+        metadata=_index_md(state),
+    )
+    assert [c.key for c in reply.claims] == keys
+    return list(reply.claims)
+
+
+async def _put(
+    state: StateHandle, items: list[tuple[pb.EmbeddingKey, bytes]], holder: str = ""
+) -> list[bool]:
+    reply = await state.stub().PutEmbeddings(
+        pb.PutEmbeddingsRequest(
+            model=MODEL,
+            holder=holder,
+            embeddings=[pb.Embedding(key=k, vector=v) for k, v in items],
+        ),
+        metadata=_index_md(state),
+    )
+    assert [r.key for r in reply.results] == [k for k, _ in items]
+    return [r.duplicate for r in reply.results]
+
+
+async def _get(state: StateHandle, keys: list[pb.EmbeddingKey]) -> dict[str, bytes]:
+    reply = await state.stub().GetEmbeddings(
+        pb.GetEmbeddingsRequest(model=MODEL, keys=keys), metadata=_index_md(state)
+    )
+    return {e.key.item_id: e.vector for e in reply.embeddings}
+
+
+async def _list(
+    state: StateHandle, page_size: int = 0, token: str = "", model: str = MODEL
+) -> list[pb.ListEmbeddingsResponse]:
+    return [
+        r
+        async for r in state.stub().ListEmbeddings(
+            pb.ListEmbeddingsRequest(model=model, page_size=page_size, page_token=token),
+            metadata=_index_md(state),
+        )
+    ]
+
+
+async def test_embeddings_claim_put_get_list_round_trip(state: StateHandle) -> None:
+    keys = [ekey(f"e{i}") for i in range(3)]
+    first = await _claim(state, keys, "replica-1")
+    assert all(c.owned and not c.vector for c in first)
+    assert all(c.held_until.ToDatetime(tzinfo=UTC) > datetime.now(UTC) for c in first)
+    # Another replica sees them held, until when, and computes nothing.
+    other = await _claim(state, keys, "replica-2")
+    assert [(c.owned, c.vector) for c in other] == [(False, b"")] * 3
+    assert [c.held_until for c in other] == [c.held_until for c in first]
+
+    assert await _put(state, [(k, vec(i)) for i, k in enumerate(keys)], "replica-1") == [False] * 3
+    assert await _get(state, [*keys, ekey("never")]) == {f"e{i}": vec(i) for i in range(3)}
+    # Stored: every claimer gets the vector back, nobody owns it.
+    again = await _claim(state, [*keys, ekey("e3")], "replica-2")
+    assert [c.vector for c in again[:3]] == [vec(i) for i in range(3)]
+    assert not any(c.owned for c in again[:3])
+    assert again[3].owned
+
+    # Another model is another vector; the list is the model's, in key order.
+    await state.stub().PutEmbeddings(
+        pb.PutEmbeddingsRequest(
+            model="other-model", embeddings=[pb.Embedding(key=keys[0], vector=vec(9))]
+        ),
+        metadata=_index_md(state),
+    )
+    pages = await _list(state)
+    assert [(e.key.item_id, e.vector) for p in pages for e in p.embeddings] == [
+        (f"e{i}", vec(i)) for i in range(3)
+    ]
+    assert pages[-1].next_page_token == ""
+    assert [e.vector for p in await _list(state, model="other-model") for e in p.embeddings] == [
+        vec(9)
+    ]
+
+
+async def test_list_embeddings_pages_every_tenant_in_order_and_resumes(state: StateHandle) -> None:
+    items = [
+        (ekey(f"i{i:02d}", owner_id=f"o{i % 3}", tenant=f"t{i % 2}", owner=1 + i % 3), vec(i))
+        for i in range(25)
+    ]
+    await _put(state, items)
+    expected = sorted(
+        ((k.tenant_id, k.owner, k.owner_id, k.item_id) for k, _ in items),
+        key=lambda t: (t[0], pb.EmbeddingOwner.Name(t[1]).lower(), t[2], t[3]),
+    )
+    pages = await _list(state, page_size=4)
+    assert [len(p.embeddings) for p in pages] == [4, 4, 4, 4, 4, 4, 1]
+    seen = [
+        (e.key.tenant_id, e.key.owner, e.key.owner_id, e.key.item_id)
+        for p in pages
+        for e in p.embeddings
+    ]
+    assert seen == expected
+    assert all(p.next_page_token for p in pages[:-1])
+    assert pages[-1].next_page_token == ""
+    # A stream cut after its third page resumes from that page's token, on any replica.
+    rest = await _list(state, page_size=10, token=pages[2].next_page_token)
+    resumed = [
+        (e.key.tenant_id, e.key.owner, e.key.owner_id, e.key.item_id)
+        for p in rest
+        for e in p.embeddings
+    ]
+    assert resumed == expected[12:]
+    wrong = await rpc_error(_list(state, token=pages[2].next_page_token, model="other-model"))
+    assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(wrong) == ["page_token"]
+    empty = await _list(state, model="nothing-stored")
+    assert [(list(p.embeddings), p.next_page_token) for p in empty] == [([], "")]
+
+
+async def test_concurrent_claimers_on_two_replicas_own_each_key_once(
+    state: StateHandle, jwt_key: str
+) -> None:
+    keys = [ekey(f"race{i}", owner_id=f"c{i % 4}") for i in range(40)]
+    async with running_state(state.settings, jwt_key) as other:
+        rounds = await asyncio.gather(
+            _claim(state, keys, "replica-1"),
+            _claim(other, keys, "replica-2"),
+            _claim(state, keys[::-1], "replica-3"),
+        )
+    owners: dict[str, list[int]] = {}
+    for claimer, claims in enumerate(rounds):
+        for claim in claims:
+            if claim.owned:
+                owners.setdefault(claim.key.item_id, []).append(claimer)
+            else:
+                assert claim.HasField("held_until")
+    assert sorted(owners) == sorted(k.item_id for k in keys)
+    assert all(len(who) == 1 for who in owners.values()), owners
+
+
+async def test_expired_claim_is_taken_over_and_the_holder_may_claim_again(
+    state: StateHandle,
+) -> None:
+    key = ekey("slow")
+    (short,) = await _claim(state, [key], "crashed-replica", lease_ms=1)
+    assert short.owned
+    await asyncio.sleep(0.05)
+    (taken,) = await _claim(state, [key], "replica-2", lease_ms=60_000)
+    assert taken.owned
+    (refused,) = await _claim(state, [key], "crashed-replica", lease_ms=60_000)
+    assert (refused.owned, refused.held_until) == (False, taken.held_until)
+    # The same holder claims again (a retry): still its own, with the new lease.
+    (renewed,) = await _claim(state, [key], "replica-2", lease_ms=120_000)
+    assert renewed.owned
+    assert renewed.held_until.ToDatetime() > taken.held_until.ToDatetime()
+
+
+async def test_put_needs_no_claim_and_a_second_put_keeps_the_first_vector(
+    state: StateHandle,
+) -> None:
+    key = ekey("fact-1", owner_id="ana", owner=pb.EMBEDDING_OWNER_USER)
+    assert await _put(state, [(key, vec(1))], "replica-1") == [False]
+    assert await _put(state, [(key, vec(2)), (ekey("x"), vec(3))], "replica-2") == [True, False]
+    assert await _get(state, [key]) == {"fact-1": vec(1)}
+    # A put over another holder's live claim stores the vector: the claim is over.
+    claimed = ekey("claimed")
+    assert (await _claim(state, [claimed], "replica-1"))[0].owned
+    assert await _put(state, [(claimed, vec(4))], "replica-2") == [False]
+    (after,) = await _claim(state, [claimed], "replica-1")
+    assert (after.owned, after.vector) == (False, vec(4))
+
+
+async def test_embeddings_are_platform_calls(state: StateHandle) -> None:
+    stub = state.stub()
+    tenant_md = state.metadata("tenant-a", "state.read state.write state.admin state.feed")
+    calls = [
+        stub.ClaimEmbeddings(
+            pb.ClaimEmbeddingsRequest(model=MODEL, keys=[ekey("a")], holder="h", lease_ms=10),
+            metadata=tenant_md,
+        ),
+        stub.PutEmbeddings(
+            pb.PutEmbeddingsRequest(
+                model=MODEL, embeddings=[pb.Embedding(key=ekey("a"), vector=b"1")]
+            ),
+            metadata=tenant_md,
+        ),
+        stub.GetEmbeddings(
+            pb.GetEmbeddingsRequest(model=MODEL, keys=[ekey("a")]), metadata=tenant_md
+        ),
+        _drain_list(stub.ListEmbeddings(pb.ListEmbeddingsRequest(model=MODEL), metadata=tenant_md)),
+    ]
+    for call in calls:
+        denied = await rpc_error(call)
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert INDEX in (denied.details() or "")
+
+
+async def test_deleting_a_user_deletes_their_vectors_only(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    gone = [(await new_conversation(state, user_ids=("gone",))).conversation_id for _ in range(2)]
+    stays = (await new_conversation(state, user_ids=("stays",))).conversation_id
+    # Tenant b has a conversation of the same id as one of gone's, and a user "gone" too.
+    await stub.CreateConversation(
+        pb.CreateConversationRequest(conversation_id=gone[0], room_name="r", user_ids=["gone"]),
+        metadata=state.metadata("tenant-b"),
+    )
+    user, doc = pb.EMBEDDING_OWNER_USER, pb.EMBEDDING_OWNER_DOCUMENT
+    removed = [
+        ekey("e1", gone[0]),
+        ekey("e2", gone[0]),
+        ekey("e3", gone[1]),
+        ekey("f1", "gone", user),
+    ]
+    kept = [
+        ekey("e4", stays),
+        ekey("f2", "stays", user),
+        ekey("d1", "gone", doc),  # a document named like the user is not the user's
+        ekey("e5", gone[0], tenant="tenant-b"),
+        ekey("f3", "gone", user, tenant="tenant-b"),
+    ]
+    await _put(state, [(k, vec(i)) for i, k in enumerate(removed + kept)])
+    pending = ekey("e6", gone[1])  # claimed, never stored: the claim goes too
+    assert (await _claim(state, [pending], "replica-1"))[0].owned
+
+    deleted = await stub.DeleteUserData(pb.DeleteUserDataRequest(user_id="gone"), metadata=md)
+    assert deleted.conversations_deleted == 2
+    assert deleted.embeddings_deleted == len(removed)
+    assert await _get(state, removed) == {}
+    assert sorted(await _get(state, kept)) == sorted(k.item_id for k in kept)
+    listed = [e.key.item_id for p in await _list(state) for e in p.embeddings]
+    assert sorted(listed) == sorted(k.item_id for k in kept)
+    (fresh,) = await _claim(state, [pending], "replica-2")
+    assert fresh.owned
+
+
+async def test_retention_removes_a_conversations_vectors(state: StateHandle) -> None:
+    from voiceagent_backbone.state_svc.domain import utcnow
+
+    md = state.metadata("tenant-r")
+    await state.stub().SetRetentionPolicy(
+        pb.SetRetentionPolicyRequest(retention=duration_pb2.Duration(seconds=60)), metadata=md
+    )
+    old = (await new_conversation(state, tenant="tenant-r")).conversation_id
+    other = (await new_conversation(state, tenant="tenant-keep")).conversation_id
+    old_keys = [ekey(f"o{i}", old, tenant="tenant-r") for i in range(3)]
+    user_key = ekey("f1", "user-1", pb.EMBEDDING_OWNER_USER, tenant="tenant-r")
+    other_key = ekey("k1", other, tenant="tenant-keep")
+    await _put(state, [(k, vec(i)) for i, k in enumerate([*old_keys, user_key, other_key])])
+
+    assert await state.domain.sweep_retention(now=utcnow() + timedelta(seconds=120)) == 1
+    assert await _get(state, old_keys) == {}
+    # A user's facts outlive one conversation; another tenant's vectors stay.
+    assert sorted(await _get(state, [user_key, other_key])) == ["f1", "k1"]

@@ -283,7 +283,7 @@ async def check_upgraded(one: ConversationStore, two: ConversationStore) -> None
     assert still.status == ConversationStatus.OPEN
 
     assert await one.user_conversation_ids(A, "ana") == [CID]
-    assert await one.delete_conversations(A, [CID]) == (1, 3, 1)
+    assert await one.delete_conversations(A, [CID]) == (1, 3, 1, 0)
     assert await two.get_conversation(A, CID) is None
     assert await two.get_latest_snapshot(A, CID) is None
     assert [e.seq for e in await one.get_history(B, CID, ())] == [1, 2]

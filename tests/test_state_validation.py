@@ -48,6 +48,40 @@ def old_time() -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=600_000_000)  # 1989
 
 
+_ITEM = iter(range(1_000_000))
+
+
+def ekey(item_id: str | None = None, **fields: Any) -> pb.EmbeddingKey:
+    values: dict[str, Any] = {
+        "tenant_id": "tenant-a",
+        "owner": pb.EMBEDDING_OWNER_CONVERSATION,
+        "owner_id": CID,
+        "item_id": item_id if item_id is not None else f"item-{next(_ITEM)}",
+    }
+    return pb.EmbeddingKey(**{**values, **fields})
+
+
+KEYS_1001 = [ekey(f"k{i}") for i in range(1001)]
+
+
+def claim(**fields: Any) -> pb.ClaimEmbeddingsRequest:
+    values: dict[str, Any] = {"model": "m", "keys": [ekey()], "holder": "h", "lease_ms": 1000}
+    return pb.ClaimEmbeddingsRequest(**{**values, **fields})
+
+
+def put(
+    vectors: list[bytes], key: pb.EmbeddingKey | None = None, model: str = "m"
+) -> pb.PutEmbeddingsRequest:
+    return pb.PutEmbeddingsRequest(
+        model=model,
+        embeddings=[pb.Embedding(key=key or ekey(), vector=v) for v in vectors],
+    )
+
+
+def put_no_key() -> pb.PutEmbeddingsRequest:
+    return pb.PutEmbeddingsRequest(model="m", embeddings=[pb.Embedding(vector=b"1")])
+
+
 CASES: list[tuple[str, str, Any, str]] = [
     # (case id, method, request, field named)
     ("room empty", "CreateConversation", pb.CreateConversationRequest(), "room_name"),
@@ -258,12 +292,93 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("retention missing", "SetRetentionPolicy", pb.SetRetentionPolicyRequest(), "retention"),
     ("export bad user", "ExportUserData", pb.ExportUserDataRequest(user_id=""), "user_id"),
     ("watch batch too big", "Watch", pb.WatchRequest(max_batch=5000), "max_batch"),
+    *[
+        (f"embeddings: {case}", method, request, field)
+        for case, method, request, field in [
+            ("claim model empty", "ClaimEmbeddings", claim(model=""), "model"),
+            ("claim model too long", "ClaimEmbeddings", claim(model="m" * 129), "model"),
+            ("claim model control", "ClaimEmbeddings", claim(model="m\n1"), "model"),
+            ("claim no keys", "ClaimEmbeddings", claim(keys=[]), "keys"),
+            ("claim too many keys", "ClaimEmbeddings", claim(keys=KEYS_1001), "keys"),
+            ("claim holder empty", "ClaimEmbeddings", claim(holder=""), "holder"),
+            ("claim lease zero", "ClaimEmbeddings", claim(lease_ms=0), "lease_ms"),
+            ("claim lease too long", "ClaimEmbeddings", claim(lease_ms=600_001), "lease_ms"),
+            (
+                "claim tenant empty",
+                "ClaimEmbeddings",
+                claim(keys=[ekey(tenant_id="")]),
+                "keys[0].tenant_id",
+            ),
+            (
+                "claim owner unspecified",
+                "ClaimEmbeddings",
+                claim(keys=[ekey(owner=0)]),
+                "keys[0].owner",
+            ),
+            (
+                "claim owner unknown",
+                "ClaimEmbeddings",
+                claim(keys=[ekey(owner=9)]),
+                "keys[0].owner",
+            ),
+            (
+                "claim owner id too long",
+                "ClaimEmbeddings",
+                claim(keys=[ekey(), ekey(), ekey(), ekey(owner_id="\u00e9" * 129)]),
+                "keys[3].owner_id",
+            ),
+            (
+                "claim item control",
+                "ClaimEmbeddings",
+                claim(keys=[ekey(item_id="a\x1fb")]),
+                "keys[0].item_id",
+            ),
+            (
+                "claim key twice",
+                "ClaimEmbeddings",
+                claim(keys=[ekey("same"), ekey("same")]),
+                "keys[1]",
+            ),
+            ("put none", "PutEmbeddings", put([]), "embeddings"),
+            ("put vector empty", "PutEmbeddings", put([b""]), "embeddings[0].vector"),
+            ("put vector too big", "PutEmbeddings", put([b"v" * 16385]), "embeddings[0].vector"),
+            ("put lengths differ", "PutEmbeddings", put([b"1234", b"123"]), "embeddings[1].vector"),
+            ("put key missing", "PutEmbeddings", put_no_key(), "embeddings[0].key"),
+            (
+                "put item empty",
+                "PutEmbeddings",
+                put([b"1"], ekey(item_id="")),
+                "embeddings[0].key.item_id",
+            ),
+            ("put model empty", "PutEmbeddings", put([b"1"], model=""), "model"),
+            ("get no keys", "GetEmbeddings", pb.GetEmbeddingsRequest(model="m"), "keys"),
+            (
+                "get bad owner id",
+                "GetEmbeddings",
+                pb.GetEmbeddingsRequest(model="m", keys=[ekey(owner_id="")]),
+                "keys[0].owner_id",
+            ),
+            ("list model empty", "ListEmbeddings", pb.ListEmbeddingsRequest(), "model"),
+            (
+                "list page too big",
+                "ListEmbeddings",
+                pb.ListEmbeddingsRequest(model="m", page_size=1001),
+                "page_size",
+            ),
+            (
+                "list forged token",
+                "ListEmbeddings",
+                pb.ListEmbeddingsRequest(model="m", page_token="abc.def"),
+                "page_token",
+            ),
+        ]
+    ],
 ]
 
 
 async def invoke(state: StateHandle, method: str, request: Any) -> None:
     result = getattr(state.stub(), method)(request, metadata=state.metadata())
-    if method in ("Watch", "ExportUserData"):
+    if method in ("Watch", "ExportUserData", "ListEmbeddings"):
         async for _ in result:
             pass
     else:

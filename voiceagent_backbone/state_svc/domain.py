@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from voiceagent_backbone.servicekit.errors import (
@@ -30,10 +30,14 @@ from voiceagent_backbone.state_svc.model import (
     DeleteCounts,
     Deletion,
     DeletionReason,
+    EmbeddingClaim,
+    EmbeddingKey,
+    EmbeddingOwner,
     Event,
     EventType,
     NewEvent,
     Snapshot,
+    StoredEmbedding,
     UserProfile,
 )
 from voiceagent_backbone.state_svc.store.base import (
@@ -295,6 +299,7 @@ class StateDomain:
                 await self.store.record_deletion(
                     Deletion(tenant_id, DeletionReason.RETENTION, "", expired), now
                 )
+                # Their vectors go with them (delete_conversations).
                 await self.store.delete_conversations(tenant_id, expired)
                 self.feed.notify()
                 removed += len(expired)
@@ -348,9 +353,10 @@ class StateDomain:
                 Deletion(tenant_id, DeletionReason.USER_REQUEST, user_id, conversation_ids),
                 utcnow(),
             )
-            conversations, events, snapshots = await self.store.delete_conversations(
+            conversations, events, snapshots, vectors = await self.store.delete_conversations(
                 tenant_id, conversation_ids
             )
+            vectors += await self.store.delete_embeddings(tenant_id, EmbeddingOwner.USER, [user_id])
             profile = await self.store.delete_user_profile(tenant_id, user_id)
         except StoreError as exc:
             raise _store_failure(exc) from exc
@@ -358,9 +364,63 @@ class StateDomain:
         metrics.USER_DELETIONS.inc()
         log.info(
             "user data deleted",
-            extra={"conversations": conversations, "events": events, "snapshots": snapshots},
+            extra={
+                "conversations": conversations,
+                "events": events,
+                "snapshots": snapshots,
+                "embeddings": vectors,
+            },
         )
-        return DeleteCounts(conversations, events, snapshots, profile)
+        return DeleteCounts(conversations, events, snapshots, profile, vectors)
+
+    # -- embeddings -------------------------------------------------------------------
+
+    async def claim_embeddings(
+        self, model: str, keys: Sequence[EmbeddingKey], holder: str, lease_ms: int
+    ) -> list[EmbeddingClaim]:
+        now = utcnow()
+        until = now + timedelta(milliseconds=lease_ms)
+        async with self._op("claim_embeddings"):
+            claims = await self.store.claim_embeddings(model, keys, holder, now, until)
+        for claim in claims:
+            outcome = "stored" if claim.vector is not None else "owned" if claim.owned else "held"
+            metrics.EMBEDDING_CLAIMS.labels(outcome).inc()
+        return claims
+
+    async def put_embeddings(
+        self, model: str, embeddings: Sequence[StoredEmbedding], holder: str
+    ) -> list[bool]:
+        async with self._op("put_embeddings"):
+            duplicates = await self.store.put_embeddings(model, embeddings, holder, utcnow())
+        metrics.EMBEDDINGS_STORED.inc(duplicates.count(False))
+        return duplicates
+
+    async def get_embeddings(
+        self, model: str, keys: Sequence[EmbeddingKey]
+    ) -> dict[EmbeddingKey, bytes]:
+        async with self._op("get_embeddings"):
+            return await self.store.get_embeddings(model, keys)
+
+    async def list_embeddings(
+        self, model: str, after: EmbeddingKey | None, page_size: int
+    ) -> AsyncGenerator[list[StoredEmbedding], None]:
+        pages = self.store.list_embeddings(model, after, page_size)
+        try:
+            while True:
+                async with self._op("list_embeddings"):
+                    page = await anext(pages, None)
+                if page is None:
+                    return
+                yield page
+        finally:
+            await _close(pages)
+
+
+async def _close(iterator: AsyncIterator[object]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
 
 
 def _store_failure(exc: StoreError) -> DomainError:

@@ -36,6 +36,16 @@ USER_DELETIONS = Counter(
     "state_user_deletions_total",
     "DeleteUserData calls that removed a user's data.",
 )
+EMBEDDING_CLAIMS = Counter(
+    "state_embedding_claims_total",
+    "Keys claimed by ClaimEmbeddings, by outcome: stored (the vector came back), owned (the"
+    " caller computes it), held (another holder computes it).",
+    ("outcome",),
+)
+EMBEDDINGS_STORED = Counter(
+    "state_embeddings_stored_total",
+    "Vectors stored by PutEmbeddings (puts of keys stored already are not counted).",
+)
 
 
 FEED_WINDOW_CHANGES = Gauge(

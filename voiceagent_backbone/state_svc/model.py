@@ -140,6 +140,42 @@ class DeleteCounts:
     events: int
     snapshots: int
     profile: bool
+    embeddings: int = 0
+
+
+class EmbeddingOwner(enum.StrEnum):
+    """What an embedding was computed from; deleting the owner deletes the vector."""
+
+    CONVERSATION = "conversation"
+    USER = "user"
+    DOCUMENT = "document"
+
+
+@dataclass(frozen=True, order=True)
+class EmbeddingKey:
+    """One item's vector (of a model given beside it). Keys order by their fields, the
+    order ListEmbeddings streams them in."""
+
+    tenant_id: str
+    owner: EmbeddingOwner
+    owner_id: str
+    item_id: str
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    key: EmbeddingKey
+    vector: bytes
+
+
+@dataclass(frozen=True)
+class EmbeddingClaim:
+    """The outcome of a claim for one key: the stored vector, or who holds it until when."""
+
+    key: EmbeddingKey
+    vector: bytes | None = None
+    owned: bool = False
+    held_until: datetime | None = None
 
 
 MESSAGE_TYPES = (EventType.USER_MESSAGE, EventType.AGENT_MESSAGE)

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 SERVICE = state_pb2.DESCRIPTOR.services_by_name["StateService"]
 
 READ, WRITE, ADMIN = "state.read", "state.write", "state.admin"
+# The embeddings of every tenant: a platform scope (state.admin does not include it).
+INDEX = "state.index"
 # Following every tenant's feed is checked in the Watch handler (scope state.feed).
 SCOPES = method_scopes(
     SERVICE,
@@ -45,6 +47,10 @@ SCOPES = method_scopes(
         "GetRetentionPolicy": READ,
         "ExportUserData": ADMIN,
         "DeleteUserData": ADMIN,
+        "ClaimEmbeddings": INDEX,
+        "PutEmbeddings": INDEX,
+        "GetEmbeddings": INDEX,
+        "ListEmbeddings": INDEX,
     },
 )
 

@@ -312,4 +312,72 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             events_deleted=counts.events,
             snapshots_deleted=counts.snapshots,
             profile_deleted=counts.profile,
+            embeddings_deleted=counts.embeddings,
         )
+
+    # -- embeddings (platform calls: scope state.index, tenants named in the keys) -------
+
+    async def ClaimEmbeddings(
+        self, request: pb.ClaimEmbeddingsRequest, context: Any
+    ) -> pb.ClaimEmbeddingsResponse:
+        keys, lease_ms = wire.claim_embeddings(self.checks, request)
+        claims = await self.domain.claim_embeddings(request.model, keys, request.holder, lease_ms)
+        return pb.ClaimEmbeddingsResponse(claims=[wire.embedding_claim_pb(c) for c in claims])
+
+    async def PutEmbeddings(
+        self, request: pb.PutEmbeddingsRequest, context: Any
+    ) -> pb.PutEmbeddingsResponse:
+        embeddings = wire.put_embeddings(self.checks, request)
+        duplicates = await self.domain.put_embeddings(request.model, embeddings, request.holder)
+        return pb.PutEmbeddingsResponse(
+            results=[
+                pb.PutEmbeddingResult(key=wire.embedding_key_pb(e.key), duplicate=d)
+                for e, d in zip(embeddings, duplicates, strict=True)
+            ]
+        )
+
+    async def GetEmbeddings(
+        self, request: pb.GetEmbeddingsRequest, context: Any
+    ) -> pb.GetEmbeddingsResponse:
+        v = Validator()
+        wire.embedding_model(self.checks, v, request.model)
+        keys = wire.embedding_keys(v, "keys", request.keys)
+        v.raise_if_any()
+        found = await self.domain.get_embeddings(request.model, keys)
+        # 1000 vectors of 16 KiB are more than one reply holds: the rest are named.
+        reply = [wire.embedding_pb(k, found[k]) for k in keys if k in found]
+        fit = ByteBudget(self.domain.settings.max_message_bytes).fill(reply)
+        return pb.GetEmbeddingsResponse(
+            embeddings=reply[:fit], not_returned=[e.key for e in reply[fit:]]
+        )
+
+    async def ListEmbeddings(
+        self, request: pb.ListEmbeddingsRequest, context: Any
+    ) -> AsyncIterator[pb.ListEmbeddingsResponse]:
+        v = Validator()
+        wire.embedding_model(self.checks, v, request.model)
+        self.checks.page_size(v, "page_size", request.page_size, 1000)
+        after = wire.embedding_after(v, self.tokens, request.page_token, request.model)
+        v.raise_if_any()
+        budget = self.domain.settings.max_message_bytes
+        pages = self.domain.list_embeddings(request.model, after, request.page_size or 500)
+        try:
+            # One page read ahead: the last reply is known as the last (no token).
+            stored = await anext(pages, None)
+            if stored is None:
+                yield pb.ListEmbeddingsResponse()
+            while stored is not None:
+                following = await anext(pages, None)
+                items = [wire.embedding_pb(e.key, e.vector) for e in stored]
+                # A page larger than a reply goes out as several, each with its own token.
+                while items:
+                    fit = ByteBudget(budget).fill(items)
+                    page, items = items[:fit], items[fit:]
+                    token = ""
+                    if items or following is not None:
+                        last = stored[len(stored) - len(items) - 1].key
+                        token = wire.embedding_token(self.tokens, request.model, last)
+                    yield pb.ListEmbeddingsResponse(embeddings=page, next_page_token=token)
+                stored = following
+        finally:
+            await pages.aclose()

@@ -27,11 +27,15 @@ from voiceagent_backbone.state_svc.model import (
     ConversationStatus,
     Deletion,
     DeletionReason,
+    EmbeddingClaim,
+    EmbeddingKey,
+    EmbeddingOwner,
     Event,
     EventType,
     NewEvent,
     Role,
     Snapshot,
+    StoredEmbedding,
     UserProfile,
 )
 
@@ -49,6 +53,12 @@ DETAIL_FOR_TYPE = {
     EventType.RECOVERY: "recovery",
 }
 MAX_LIST = 32
+# Embeddings: keys per call, bytes per vector, how long a claim may hold.
+MAX_EMBEDDING_KEYS = 1000
+MAX_VECTOR_BYTES = 16 * 1024
+MAX_LEASE_MS = 600_000
+MAX_KEY_PART_BYTES = 256
+EMBEDDING_TOKEN_CHARS = 8192
 
 
 # -- enums ------------------------------------------------------------------------------
@@ -63,6 +73,16 @@ def event_type_from_pb(value: int) -> EventType | None:
 
 def event_type_to_pb(value: EventType) -> pb.EventType:
     return cast(pb.EventType, pb.EventType.Value("EVENT_TYPE_" + value.value.upper()))
+
+
+def owner_from_pb(value: int) -> EmbeddingOwner | None:
+    if value not in pb.EmbeddingOwner.values() or value == pb.EMBEDDING_OWNER_UNSPECIFIED:
+        return None
+    return EmbeddingOwner(pb.EmbeddingOwner.Name(value).removeprefix("EMBEDDING_OWNER_").lower())
+
+
+def owner_to_pb(value: EmbeddingOwner) -> pb.EmbeddingOwner:
+    return cast(pb.EmbeddingOwner, pb.EmbeddingOwner.Value("EMBEDDING_OWNER_" + value.upper()))
 
 
 def role_from_pb(value: int) -> Role | None:
@@ -352,14 +372,112 @@ def user_profile(checks: Checks, request: pb.UpsertUserRequest) -> UserProfile:
     return UserProfile(u.user_id, u.display_name, struct_dict(u.preferences))
 
 
+def embedding_model(checks: Checks, v: Validator, model: str) -> None:
+    checks.name(v, "model", model, 128, required=True)
+
+
+def embedding_key(v: Validator, field: str, key: pb.EmbeddingKey) -> EmbeddingKey | None:
+    parts = {"tenant_id": key.tenant_id, "owner_id": key.owner_id, "item_id": key.item_id}
+    for name, value in parts.items():
+        size = len(value.encode())
+        if not value:
+            v.add(f"{field}.{name}", "must not be empty")
+        elif size > MAX_KEY_PART_BYTES:
+            v.add(f"{field}.{name}", f"is {size} bytes; at most {MAX_KEY_PART_BYTES} allowed")
+        elif _CONTROL.search(value):
+            v.add(f"{field}.{name}", "must not contain control characters")
+    owner = owner_from_pb(key.owner)
+    if owner is None:
+        v.add(f"{field}.owner", "must be a known owner other than UNSPECIFIED")
+    if owner is None or v.violations:
+        return None
+    return EmbeddingKey(key.tenant_id, owner, key.owner_id, key.item_id)
+
+
+def _count(v: Validator, field: str, count: int, what: str) -> None:
+    if count == 0:
+        v.add(field, f"must hold at least one {what}")
+    elif count > MAX_EMBEDDING_KEYS:
+        v.add(field, f"has {count} {what}s; at most {MAX_EMBEDDING_KEYS} per call")
+
+
+def embedding_keys(v: Validator, field: str, keys: Any) -> list[EmbeddingKey]:
+    """Distinct, complete keys (reported each with its index)."""
+    _count(v, field, len(keys), "key")
+    if v.violations:
+        return []
+    out: list[EmbeddingKey] = []
+    seen: set[EmbeddingKey] = set()
+    for i, key in enumerate(keys):
+        checked = embedding_key(v, f"{field}[{i}]", key)
+        if checked is None:
+            continue
+        if checked in seen:
+            v.add(f"{field}[{i}]", "appears twice in this request")
+        seen.add(checked)
+        out.append(checked)
+    return out
+
+
+def claim_embeddings(
+    checks: Checks, request: pb.ClaimEmbeddingsRequest
+) -> tuple[list[EmbeddingKey], int]:
+    v = Validator()
+    embedding_model(checks, v, request.model)
+    checks.name(v, "holder", request.holder, 256, required=True)
+    if not 1 <= request.lease_ms <= MAX_LEASE_MS:
+        v.add("lease_ms", f"must be between 1 and {MAX_LEASE_MS}")
+    keys = embedding_keys(v, "keys", request.keys)
+    v.raise_if_any()
+    return keys, request.lease_ms
+
+
+def put_embeddings(checks: Checks, request: pb.PutEmbeddingsRequest) -> list[StoredEmbedding]:
+    v = Validator()
+    embedding_model(checks, v, request.model)
+    checks.name(v, "holder", request.holder, 256, required=False)
+    _count(v, "embeddings", len(request.embeddings), "embedding")
+    if v.violations:
+        v.raise_if_any()
+    out: list[StoredEmbedding] = []
+    seen: set[EmbeddingKey] = set()
+    length = len(request.embeddings[0].vector)
+    for i, e in enumerate(request.embeddings):
+        f = f"embeddings[{i}]"
+        size = len(e.vector)
+        if size == 0:
+            v.add(f"{f}.vector", "must not be empty")
+        elif size > MAX_VECTOR_BYTES:
+            v.add(f"{f}.vector", f"is {size} bytes; at most {MAX_VECTOR_BYTES} allowed")
+        elif size != length:
+            v.add(f"{f}.vector", f"is {size} bytes; embeddings[0].vector is {length}")
+        if not e.HasField("key"):
+            v.add(f"{f}.key", "is required")
+            continue
+        key = embedding_key(v, f"{f}.key", e.key)
+        if key is None:
+            continue
+        if key in seen:
+            v.add(f"{f}.key", "appears twice in this request")
+        seen.add(key)
+        out.append(StoredEmbedding(key, e.vector))
+    v.raise_if_any()
+    return out
+
+
 def page_token(
-    v: Validator, codec: PageTokens, kind: str, token: str, binding: str
+    v: Validator,
+    codec: PageTokens,
+    kind: str,
+    token: str,
+    binding: str,
+    max_chars: int = page_tokens.MAX_TOKEN_CHARS,
 ) -> dict[str, Any] | None:
     """Decoded page token fields, or None for the first page; bound to the request."""
     if not token:
         return None
     try:
-        fields = codec.decode(kind, token)
+        fields = codec.decode(kind, token, max_chars)
     except ValueError:
         v.add("page_token", "is not a page token of this call")
         return None
@@ -477,6 +595,51 @@ def cursor_from(v: Validator, codec: PageTokens, token: str, *, platform: bool) 
         v.add("cursor", "is not a cursor handed out by Watch")
         return 0
     return value
+
+
+def embedding_key_pb(key: EmbeddingKey) -> pb.EmbeddingKey:
+    return pb.EmbeddingKey(
+        tenant_id=key.tenant_id,
+        owner=owner_to_pb(key.owner),
+        owner_id=key.owner_id,
+        item_id=key.item_id,
+    )
+
+
+def embedding_claim_pb(claim: EmbeddingClaim) -> pb.EmbeddingClaim:
+    return pb.EmbeddingClaim(
+        key=embedding_key_pb(claim.key),
+        vector=claim.vector or b"",
+        owned=claim.owned,
+        held_until=ts(claim.held_until),
+    )
+
+
+def embedding_pb(key: EmbeddingKey, vector: bytes) -> pb.Embedding:
+    return pb.Embedding(key=embedding_key_pb(key), vector=vector)
+
+
+def embedding_after(v: Validator, codec: PageTokens, token: str, model: str) -> EmbeddingKey | None:
+    """The key a ListEmbeddings page token resumes after (None: from the first)."""
+    # A key holds up to 768 bytes of text, JSON-escaped in the token: longer than others.
+    fields = page_token(v, codec, "embeddings", token, model, EMBEDDING_TOKEN_CHARS)
+    if fields is None:
+        return None
+    parts = fields.get("k")
+    if (
+        not isinstance(parts, list)
+        or len(parts) != 4
+        or not all(isinstance(p, str) for p in parts)
+        or parts[1] not in {o.value for o in EmbeddingOwner}
+    ):
+        v.add("page_token", "is not a page token of this call")
+        return None
+    return EmbeddingKey(parts[0], EmbeddingOwner(parts[1]), parts[2], parts[3])
+
+
+def embedding_token(codec: PageTokens, model: str, after: EmbeddingKey) -> str:
+    fields = [after.tenant_id, after.owner.value, after.owner_id, after.item_id]
+    return codec.encode("embeddings", {"b": model, "k": fields})
 
 
 def dumps(value: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -14,10 +14,14 @@ from voiceagent_backbone.state_svc.model import (
     Change,
     Conversation,
     Deletion,
+    EmbeddingClaim,
+    EmbeddingKey,
+    EmbeddingOwner,
     Event,
     EventType,
     NewEvent,
     Snapshot,
+    StoredEmbedding,
     UserProfile,
 )
 
@@ -158,11 +162,51 @@ class ConversationStore(Protocol):
 
     async def delete_conversations(
         self, tenant_id: str, conversation_ids: Sequence[str]
-    ) -> tuple[int, int, int]:
-        """Remove conversations with their events and snapshots: (conversations, events,
-        snapshots) removed."""
+    ) -> tuple[int, int, int, int]:
+        """Remove conversations with their events, snapshots and vectors (owner
+        CONVERSATION, of every model): (conversations, events, snapshots, vectors) removed."""
 
     async def delete_user_profile(self, tenant_id: str, user_id: str) -> bool: ...
+
+    # -- embeddings: keyed by (model, tenant, owner, owner id, item id) ------------------
+
+    async def claim_embeddings(
+        self,
+        model: str,
+        keys: Sequence[EmbeddingKey],
+        holder: str,
+        now: datetime,
+        until: datetime,
+    ) -> list[EmbeddingClaim]:
+        """Per key (distinct keys), atomically: the stored vector; else, when the key has
+        no claim, an expired one (until <= now) or one of `holder`, a claim of `holder`
+        until `until` (owned); else the other holder's claim. In key order; race-free
+        between replicas on one database (of two concurrent claimers one owns a key)."""
+
+    async def put_embeddings(
+        self, model: str, embeddings: Sequence[StoredEmbedding], holder: str, now: datetime
+    ) -> list[bool]:
+        """Store vectors of distinct keys; per embedding True when the key had a vector
+        already (the first one is kept). A stored key's claim is over."""
+
+    async def get_embeddings(
+        self, model: str, keys: Sequence[EmbeddingKey]
+    ) -> dict[EmbeddingKey, bytes]:
+        """The stored vectors of those keys (keys without one are absent)."""
+
+    def list_embeddings(
+        self, model: str, after: EmbeddingKey | None, page_size: int
+    ) -> AsyncIterator[list[StoredEmbedding]]:
+        """Every stored vector of the model with a key above `after`, in key order, in
+        pages of up to `page_size` (the reading may span many pages: one pass where the
+        database allows it)."""
+
+    async def delete_embeddings(
+        self, tenant_id: str, owner: EmbeddingOwner, owner_ids: Sequence[str]
+    ) -> int:
+        """Remove the vectors (and claims) of every model of those owners; how many
+        vectors. delete_conversations does it for conversations; a store of documents
+        calls it with DOCUMENT when one is removed."""
 
 
 R = TypeVar("R")

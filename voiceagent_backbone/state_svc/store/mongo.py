@@ -30,7 +30,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,10 +55,14 @@ from voiceagent_backbone.state_svc.model import (
     Conversation,
     ConversationStatus,
     Deletion,
+    EmbeddingClaim,
+    EmbeddingKey,
+    EmbeddingOwner,
     Event,
     EventType,
     NewEvent,
     Snapshot,
+    StoredEmbedding,
     UserProfile,
 )
 from voiceagent_backbone.state_svc.store import codec
@@ -71,6 +75,7 @@ from voiceagent_backbone.state_svc.store.base import (
     StoreError,
     StoreRejected,
 )
+from voiceagent_backbone.state_svc.store.mongo_embeddings import MongoEmbeddings
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +208,7 @@ class MongoStore:
         self._tenants: AsyncCollection[Doc] = self._db["tenants"]
         self._meta: AsyncCollection[Doc] = self._db["meta"]
         self._event_ids: AsyncCollection[Doc] = self._db["event_ids"]
+        self._embeddings = MongoEmbeddings(self._db)
         self._ttl_backstop = timedelta(seconds=ttl_backstop_s)
         self._seq_cache: OrderedDict[ConversationKey, int] = OrderedDict()
         self._feed_last: int | None = None
@@ -294,6 +300,8 @@ class MongoStore:
                     extra={"collection": collection.name},
                 )
                 break
+        build = await self._client.admin.command("buildInfo")
+        await self._embeddings.ensure_schema(ferretdb="ferretdbVersion" in build)
         await self._meta.update_one(
             {"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True
         )
@@ -1095,12 +1103,17 @@ class MongoStore:
 
     async def delete_conversations(
         self, tenant_id: str, conversation_ids: Sequence[str]
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int, int]:
         """Events become tombstones (their positions stay taken, so the feed stays
-        contiguous for every reader); conversations and snapshots are removed."""
+        contiguous for every reader); conversations, snapshots and vectors are removed."""
         ids = list(conversation_ids)
         if not ids:
-            return 0, 0, 0
+            return 0, 0, 0, 0
+        # First: a deletion that fails part way is done again (the sweeper's next round, the
+        # client's retry) only while the conversations are there to be found.
+        vectors = await self._guard(
+            self._embeddings.delete(tenant_id, EmbeddingOwner.CONVERSATION, ids)
+        )
         scope = {"tenant_id": tenant_id, "conversation_id": {"$in": ids}}
         events = await self._guard(self._events.find(scope, {"event_id": 1}).to_list())
         for start in range(0, len(events), 500):
@@ -1142,13 +1155,62 @@ class MongoStore:
             self._seq_cache.pop((tenant_id, conversation_id), None)
             self._conversation_cache.pop((tenant_id, conversation_id), None)
         self._recent.clear()
-        return conversations.deleted_count, len(events), snapshots.deleted_count
+        return conversations.deleted_count, len(events), snapshots.deleted_count, vectors
 
     async def delete_user_profile(self, tenant_id: str, user_id: str) -> bool:
         result = await self._guard(
             self._users.delete_one({"tenant_id": tenant_id, "user_id": user_id})
         )
         return bool(result.deleted_count)
+
+    # -- embeddings (mongo_embeddings.py) ---------------------------------------------
+
+    async def claim_embeddings(
+        self,
+        model: str,
+        keys: Sequence[EmbeddingKey],
+        holder: str,
+        now: datetime,
+        until: datetime,
+    ) -> list[EmbeddingClaim]:
+        result: list[EmbeddingClaim] = await self._guard(
+            self._embeddings.claim(model, keys, holder, now, until)
+        )
+        return result
+
+    async def put_embeddings(
+        self, model: str, embeddings: Sequence[StoredEmbedding], holder: str, now: datetime
+    ) -> list[bool]:
+        result: list[bool] = await self._guard(self._embeddings.put(model, embeddings, holder, now))
+        return result
+
+    async def get_embeddings(
+        self, model: str, keys: Sequence[EmbeddingKey]
+    ) -> dict[EmbeddingKey, bytes]:
+        result: dict[EmbeddingKey, bytes] = await self._guard(self._embeddings.get(model, keys))
+        return result
+
+    async def list_embeddings(
+        self, model: str, after: EmbeddingKey | None, page_size: int
+    ) -> AsyncIterator[list[StoredEmbedding]]:
+        pages = self._embeddings.list(model, after, page_size)
+        try:
+            while True:
+                try:
+                    page = await anext(pages)
+                except StopAsyncIteration:
+                    return
+                except _DB_ERRORS as exc:
+                    raise _failure(exc) from exc
+                yield page
+        finally:
+            await pages.aclose()
+
+    async def delete_embeddings(
+        self, tenant_id: str, owner: EmbeddingOwner, owner_ids: Sequence[str]
+    ) -> int:
+        deleted: int = await self._guard(self._embeddings.delete(tenant_id, owner, owner_ids))
+        return deleted
 
     # -- helpers ----------------------------------------------------------------------
 

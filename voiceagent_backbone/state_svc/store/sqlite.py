@@ -12,7 +12,7 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -25,9 +25,13 @@ from voiceagent_backbone.state_svc.model import (
     Conversation,
     ConversationStatus,
     Deletion,
+    EmbeddingClaim,
+    EmbeddingKey,
+    EmbeddingOwner,
     Event,
     EventType,
     Snapshot,
+    StoredEmbedding,
     UserProfile,
 )
 from voiceagent_backbone.state_svc.store import codec
@@ -113,6 +117,20 @@ CREATE TABLE IF NOT EXISTS users (
   PRIMARY KEY (tenant_id, user_id)
 );
 CREATE TABLE IF NOT EXISTS tenants (tenant_id TEXT PRIMARY KEY, retention_s INTEGER NOT NULL);
+-- One row per (model, key): a claim (holder, claimed_until) until the vector is stored.
+CREATE TABLE IF NOT EXISTS embeddings (
+  model TEXT NOT NULL,
+  tenant_id TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  owner_id TEXT NOT NULL,
+  item_id TEXT NOT NULL,
+  vector BLOB,
+  holder TEXT,
+  claimed_until INTEGER,
+  stored_at INTEGER,
+  PRIMARY KEY (model, tenant_id, owner, owner_id, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS embeddings_owner ON embeddings (tenant_id, owner, owner_id);
 """
 
 
@@ -691,13 +709,13 @@ class SqliteStore:
 
     async def delete_conversations(
         self, tenant_id: str, conversation_ids: Sequence[str]
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int, int]:
         ids = list(conversation_ids)
         if not ids:
-            return 0, 0, 0
+            return 0, 0, 0, 0
         marks = ",".join("?" * len(ids))
 
-        def delete(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        def delete(conn: sqlite3.Connection) -> tuple[int, int, int, int]:
             params = [tenant_id, *ids]
             events = conn.execute(
                 f"DELETE FROM events WHERE tenant_id=? AND conversation_id IN ({marks})", params
@@ -714,7 +732,8 @@ class SqliteStore:
                 f"DELETE FROM conversations WHERE tenant_id=? AND conversation_id IN ({marks})",
                 params,
             ).rowcount
-            return conversations, events, snapshots
+            vectors = _delete_embeddings(conn, tenant_id, EmbeddingOwner.CONVERSATION, ids)
+            return conversations, events, snapshots, vectors
 
         return await self._write(delete)
 
@@ -727,3 +746,152 @@ class SqliteStore:
             )
         )
         return bool(count)
+
+    # -- embeddings -------------------------------------------------------------------
+
+    async def claim_embeddings(
+        self,
+        model: str,
+        keys: Sequence[EmbeddingKey],
+        holder: str,
+        now: datetime,
+        until: datetime,
+    ) -> list[EmbeddingClaim]:
+        now_us, until_us = codec.to_us(now), codec.to_us(until)
+        assert now_us is not None
+        assert until_us is not None
+
+        # In the write transaction: BEGIN IMMEDIATE serializes claimers, also of other
+        # processes on the same file.
+        def claim(conn: sqlite3.Connection) -> list[EmbeddingClaim]:
+            out: list[EmbeddingClaim] = []
+            for key in keys:
+                row = conn.execute(
+                    f"SELECT vector, holder, claimed_until FROM embeddings WHERE {_KEY_WHERE}",
+                    _key_params(model, key),
+                ).fetchone()
+                if row is not None and row["vector"] is not None:
+                    out.append(EmbeddingClaim(key, vector=bytes(row["vector"])))
+                    continue
+                if (
+                    row is not None
+                    and row["holder"] != holder
+                    and (row["claimed_until"] or 0) > now_us
+                ):
+                    out.append(EmbeddingClaim(key, held_until=codec.from_us(row["claimed_until"])))
+                    continue
+                conn.execute(
+                    "INSERT INTO embeddings (model, tenant_id, owner, owner_id, item_id, holder,"
+                    " claimed_until) VALUES (?,?,?,?,?,?,?)"
+                    " ON CONFLICT(model, tenant_id, owner, owner_id, item_id) DO UPDATE SET"
+                    " holder=excluded.holder, claimed_until=excluded.claimed_until",
+                    (*_key_params(model, key), holder, until_us),
+                )
+                out.append(EmbeddingClaim(key, owned=True, held_until=until))
+            return out
+
+        return await self._write(claim)
+
+    async def put_embeddings(
+        self, model: str, embeddings: Sequence[StoredEmbedding], holder: str, now: datetime
+    ) -> list[bool]:
+        now_us = codec.to_us(now)
+
+        def put(conn: sqlite3.Connection) -> list[bool]:
+            duplicates: list[bool] = []
+            for embedding in embeddings:
+                params = _key_params(model, embedding.key)
+                # A claim row becomes the stored vector; a stored one keeps its first vector.
+                stored = conn.execute(
+                    "INSERT INTO embeddings (model, tenant_id, owner, owner_id, item_id, vector,"
+                    " holder, stored_at) VALUES (?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(model, tenant_id, owner, owner_id, item_id) DO UPDATE SET"
+                    " vector=excluded.vector, holder=excluded.holder, claimed_until=NULL,"
+                    " stored_at=excluded.stored_at WHERE vector IS NULL",
+                    (*params, embedding.vector, holder, now_us),
+                ).rowcount
+                duplicates.append(stored == 0)
+            return duplicates
+
+        return await self._write(put)
+
+    async def get_embeddings(
+        self, model: str, keys: Sequence[EmbeddingKey]
+    ) -> dict[EmbeddingKey, bytes]:
+        def get(conn: sqlite3.Connection) -> dict[EmbeddingKey, bytes]:
+            found: dict[EmbeddingKey, bytes] = {}
+            for key in keys:
+                row = conn.execute(
+                    f"SELECT vector FROM embeddings WHERE {_KEY_WHERE} AND vector IS NOT NULL",
+                    _key_params(model, key),
+                ).fetchone()
+                if row is not None:
+                    found[key] = bytes(row["vector"])
+            return found
+
+        return await self._read(get)
+
+    async def list_embeddings(
+        self, model: str, after: EmbeddingKey | None, page_size: int
+    ) -> AsyncIterator[list[StoredEmbedding]]:
+        # Page by page on the primary key (each page an index range), so that a slow
+        # consumer holds no read transaction open.
+        while True:
+            query = (
+                "SELECT tenant_id, owner, owner_id, item_id, vector FROM embeddings"
+                " WHERE model=? AND vector IS NOT NULL"
+            )
+            params: list[Any] = [model]
+            if after is not None:
+                query += " AND (tenant_id, owner, owner_id, item_id) > (?,?,?,?)"
+                params += [after.tenant_id, after.owner.value, after.owner_id, after.item_id]
+            query += " ORDER BY tenant_id, owner, owner_id, item_id LIMIT ?"
+            params.append(page_size)
+            rows = await self._read(_fetch_all(query, params))
+            page = [
+                StoredEmbedding(
+                    EmbeddingKey(
+                        r["tenant_id"], EmbeddingOwner(r["owner"]), r["owner_id"], r["item_id"]
+                    ),
+                    bytes(r["vector"]),
+                )
+                for r in rows
+            ]
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            after = page[-1].key
+
+    async def delete_embeddings(
+        self, tenant_id: str, owner: EmbeddingOwner, owner_ids: Sequence[str]
+    ) -> int:
+        ids = list(owner_ids)
+        return await self._write(lambda conn: _delete_embeddings(conn, tenant_id, owner, ids))
+
+
+def _fetch_all(query: str, params: list[Any]) -> Callable[[sqlite3.Connection], list[Any]]:
+    return lambda conn: conn.execute(query, params).fetchall()
+
+
+_KEY_WHERE = "model=? AND tenant_id=? AND owner=? AND owner_id=? AND item_id=?"
+
+
+def _key_params(model: str, key: EmbeddingKey) -> tuple[str, str, str, str, str]:
+    return (model, key.tenant_id, key.owner.value, key.owner_id, key.item_id)
+
+
+def _delete_embeddings(
+    conn: sqlite3.Connection, tenant_id: str, owner: EmbeddingOwner, owner_ids: list[str]
+) -> int:
+    """The vectors removed (claims without one go too, uncounted)."""
+    if not owner_ids:
+        return 0
+    marks = ",".join("?" * len(owner_ids))
+    where = f"tenant_id=? AND owner=? AND owner_id IN ({marks})"
+    params = [tenant_id, owner.value, *owner_ids]
+    vectors = conn.execute(
+        f"SELECT COUNT(*) FROM embeddings WHERE {where} AND vector IS NOT NULL", params
+    ).fetchone()[0]
+    conn.execute(f"DELETE FROM embeddings WHERE {where}", params)
+    return int(vectors)

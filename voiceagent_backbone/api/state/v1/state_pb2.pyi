@@ -51,6 +51,13 @@ class DeletionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELETION_REASON_UNSPECIFIED: _ClassVar[DeletionReason]
     DELETION_REASON_RETENTION: _ClassVar[DeletionReason]
     DELETION_REASON_USER_REQUEST: _ClassVar[DeletionReason]
+
+class EmbeddingOwner(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMBEDDING_OWNER_UNSPECIFIED: _ClassVar[EmbeddingOwner]
+    EMBEDDING_OWNER_CONVERSATION: _ClassVar[EmbeddingOwner]
+    EMBEDDING_OWNER_USER: _ClassVar[EmbeddingOwner]
+    EMBEDDING_OWNER_DOCUMENT: _ClassVar[EmbeddingOwner]
 CONVERSATION_STATUS_UNSPECIFIED: ConversationStatus
 CONVERSATION_STATUS_OPEN: ConversationStatus
 CONVERSATION_STATUS_ENDED: ConversationStatus
@@ -76,6 +83,10 @@ RECOVERY_PHASE_GAVE_UP: RecoveryPhase
 DELETION_REASON_UNSPECIFIED: DeletionReason
 DELETION_REASON_RETENTION: DeletionReason
 DELETION_REASON_USER_REQUEST: DeletionReason
+EMBEDDING_OWNER_UNSPECIFIED: EmbeddingOwner
+EMBEDDING_OWNER_CONVERSATION: EmbeddingOwner
+EMBEDDING_OWNER_USER: EmbeddingOwner
+EMBEDDING_OWNER_DOCUMENT: EmbeddingOwner
 
 class Conversation(_message.Message):
     __slots__ = ("conversation_id", "tenant_id", "room_name", "participant_identities", "user_ids", "status", "started_at", "ended_at", "end_reason", "last_seq", "agent_name", "metadata")
@@ -562,13 +573,123 @@ class DeleteUserDataRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class DeleteUserDataResponse(_message.Message):
-    __slots__ = ("conversations_deleted", "events_deleted", "snapshots_deleted", "profile_deleted")
+    __slots__ = ("conversations_deleted", "events_deleted", "snapshots_deleted", "profile_deleted", "embeddings_deleted")
     CONVERSATIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_DELETED_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOTS_DELETED_FIELD_NUMBER: _ClassVar[int]
     PROFILE_DELETED_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_DELETED_FIELD_NUMBER: _ClassVar[int]
     conversations_deleted: int
     events_deleted: int
     snapshots_deleted: int
     profile_deleted: bool
-    def __init__(self, conversations_deleted: _Optional[int] = ..., events_deleted: _Optional[int] = ..., snapshots_deleted: _Optional[int] = ..., profile_deleted: _Optional[bool] = ...) -> None: ...
+    embeddings_deleted: int
+    def __init__(self, conversations_deleted: _Optional[int] = ..., events_deleted: _Optional[int] = ..., snapshots_deleted: _Optional[int] = ..., profile_deleted: _Optional[bool] = ..., embeddings_deleted: _Optional[int] = ...) -> None: ...
+
+class EmbeddingKey(_message.Message):
+    __slots__ = ("tenant_id", "owner", "owner_id", "item_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    owner: EmbeddingOwner
+    owner_id: str
+    item_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., owner: _Optional[_Union[EmbeddingOwner, str]] = ..., owner_id: _Optional[str] = ..., item_id: _Optional[str] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("key", "vector")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    key: EmbeddingKey
+    vector: bytes
+    def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., vector: _Optional[bytes] = ...) -> None: ...
+
+class EmbeddingClaim(_message.Message):
+    __slots__ = ("key", "vector", "owned", "held_until")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    OWNED_FIELD_NUMBER: _ClassVar[int]
+    HELD_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    key: EmbeddingKey
+    vector: bytes
+    owned: bool
+    held_until: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., vector: _Optional[bytes] = ..., owned: _Optional[bool] = ..., held_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ClaimEmbeddingsRequest(_message.Message):
+    __slots__ = ("model", "keys", "holder", "lease_ms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    keys: _containers.RepeatedCompositeFieldContainer[EmbeddingKey]
+    holder: str
+    lease_ms: int
+    def __init__(self, model: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[EmbeddingKey, _Mapping]]] = ..., holder: _Optional[str] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class ClaimEmbeddingsResponse(_message.Message):
+    __slots__ = ("claims",)
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    claims: _containers.RepeatedCompositeFieldContainer[EmbeddingClaim]
+    def __init__(self, claims: _Optional[_Iterable[_Union[EmbeddingClaim, _Mapping]]] = ...) -> None: ...
+
+class PutEmbeddingsRequest(_message.Message):
+    __slots__ = ("model", "holder", "embeddings")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    holder: str
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    def __init__(self, model: _Optional[str] = ..., holder: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
+
+class PutEmbeddingResult(_message.Message):
+    __slots__ = ("key", "duplicate")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    key: EmbeddingKey
+    duplicate: bool
+    def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class PutEmbeddingsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PutEmbeddingResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PutEmbeddingResult, _Mapping]]] = ...) -> None: ...
+
+class GetEmbeddingsRequest(_message.Message):
+    __slots__ = ("model", "keys")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    keys: _containers.RepeatedCompositeFieldContainer[EmbeddingKey]
+    def __init__(self, model: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[EmbeddingKey, _Mapping]]] = ...) -> None: ...
+
+class GetEmbeddingsResponse(_message.Message):
+    __slots__ = ("embeddings", "not_returned")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    NOT_RETURNED_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    not_returned: _containers.RepeatedCompositeFieldContainer[EmbeddingKey]
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., not_returned: _Optional[_Iterable[_Union[EmbeddingKey, _Mapping]]] = ...) -> None: ...
+
+class ListEmbeddingsRequest(_message.Message):
+    __slots__ = ("model", "page_size", "page_token")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    page_size: int
+    page_token: str
+    def __init__(self, model: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListEmbeddingsResponse(_message.Message):
+    __slots__ = ("embeddings", "next_page_token")
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    next_page_token: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

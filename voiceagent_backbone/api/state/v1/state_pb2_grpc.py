@@ -118,6 +118,26 @@ class StateServiceStub:
                 request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteUserDataRequest.SerializeToString,
                 response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteUserDataResponse.FromString,
                 _registered_method=True)
+        self.ClaimEmbeddings = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/ClaimEmbeddings',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ClaimEmbeddingsRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ClaimEmbeddingsResponse.FromString,
+                _registered_method=True)
+        self.PutEmbeddings = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/PutEmbeddings',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutEmbeddingsRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutEmbeddingsResponse.FromString,
+                _registered_method=True)
+        self.GetEmbeddings = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/GetEmbeddings',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetEmbeddingsRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetEmbeddingsResponse.FromString,
+                _registered_method=True)
+        self.ListEmbeddings = channel.unary_stream(
+                '/voiceagent.state.v1.StateService/ListEmbeddings',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsResponse.FromString,
+                _registered_method=True)
 
 
 class StateServiceServicer:
@@ -241,6 +261,46 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimEmbeddings(self, request, context):
+        """Embeddings are computed once per item for the whole deployment and kept here, beside
+        what they were computed from: a new indexing replica loads them instead of computing
+        them again, and deleting the data deletes its vectors. Platform calls (scope
+        state.index): the caller indexes every tenant, so tenants are named in the keys.
+
+        Claims the keys whose vectors are not stored yet, so that one replica computes each.
+        Per key, atomically: a stored vector is returned; a key without a claim, with an
+        expired claim or with a claim of the same holder is now owned by the caller until
+        now + lease_ms (it computes the vector and puts it); otherwise another holder has it
+        until held_until. Of two concurrent claimers of a key exactly one owns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutEmbeddings(self, request, context):
+        """Stores vectors. Idempotent: a key stored already keeps its first vector (the put is
+        reported as a duplicate). A put needs no claim.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEmbeddings(self, request, context):
+        """The stored vectors of the given keys; keys without one are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmbeddings(self, request, context):
+        """Streams every stored vector of a model, of every tenant, in a stable order (by key),
+        as pages of up to page_size; each page carries the token to resume after it. One
+        stream reads the store once (a new replica loads 100,000 vectors in one call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -323,6 +383,26 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.DeleteUserData,
                     request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteUserDataRequest.FromString,
                     response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ClaimEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimEmbeddings,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ClaimEmbeddingsRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ClaimEmbeddingsResponse.SerializeToString,
+            ),
+            'PutEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutEmbeddings,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutEmbeddingsRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutEmbeddingsResponse.SerializeToString,
+            ),
+            'GetEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEmbeddings,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetEmbeddingsRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetEmbeddingsResponse.SerializeToString,
+            ),
+            'ListEmbeddings': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListEmbeddings,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -761,6 +841,114 @@ class StateService:
             '/voiceagent.state.v1.StateService/DeleteUserData',
             voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteUserDataRequest.SerializeToString,
             voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/ClaimEmbeddings',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ClaimEmbeddingsRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ClaimEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/PutEmbeddings',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutEmbeddingsRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/GetEmbeddings',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetEmbeddingsRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/ListEmbeddings',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsResponse.FromString,
             options,
             channel_credentials,
             insecure,
