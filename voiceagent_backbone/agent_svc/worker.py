@@ -53,9 +53,6 @@ async def entrypoint(ctx: JobContext) -> None:
         vad=ctx.proc.userdata["vad"],
     )
     agent = Assistant(conversation, settings.default_language)
-    # A closed session (the user left, an unrecoverable error) is the end of the job: the
-    # process is free again at once instead of staying in the room until it empties.
-    session.on("close", lambda _: ctx.shutdown(reason="session closed"))
     await conversation.start(session, agent, room=ctx.room)
 
 
