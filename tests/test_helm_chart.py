@@ -281,7 +281,7 @@ def test_service_account_credentials_hold_no_key() -> None:
         },
         subject.format(component_name("context")): {
             "tenant": "context_svc",
-            "scopes": ["state.read", "state.feed"],
+            "scopes": ["state.read", "state.feed", "state.index"],
         },
         # recovery_svc reads conversations and claims its steps in the agent's tenant.
         subject.format(component_name("recovery")): {

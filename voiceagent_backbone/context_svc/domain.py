@@ -45,6 +45,7 @@ from voiceagent_backbone.context_svc.model import (
     TurnEvent,
 )
 from voiceagent_backbone.context_svc.render import date_label, render
+from voiceagent_backbone.context_svc.shared_vectors import SharedVectors, TurnKey
 from voiceagent_backbone.context_svc.store import IndexStore
 from voiceagent_backbone.servicekit.errors import InvalidArgument, NotFound, Unavailable
 from voiceagent_backbone.servicekit.page_tokens import KEY_BYTES, PageTokens
@@ -138,6 +139,8 @@ class ContextDomain:
         # speaker) takes its vector instead of being embedded again. Bounded; after a
         # restart such a message is embedded once more.
         self._transcribed: collections.OrderedDict[str, Vectors] = collections.OrderedDict()
+        # Set by the feed follower when state_svc shares turn vectors between replicas.
+        self.shared_vectors: SharedVectors | None = None
         self._executors = _Executors()
         # Feed batches and knowledge writes change the index one at a time.
         self._write_lock = asyncio.Lock()
@@ -252,14 +255,25 @@ class ContextDomain:
         keys = [" ".join(_WORDS.findall(text.lower())) for text in texts]
         vectors = np.zeros((len(turns), self.embedder.dim), dtype=np.float32)
         missing: list[int] = []
+        reused_rows: list[int] = []
         for row, turn in enumerate(turns):
             reused = self._transcribed.pop(keys[row], None) if turn.kind == "message" else None
             if reused is None:
                 missing.append(row)
             else:
                 vectors[row] = reused
-        if missing:
+                reused_rows.append(row)
+        shared = self.shared_vectors
+        if missing and shared is not None:
+            vectors[missing] = await shared.vectors(
+                [_turn_key(turns[row]) for row in missing],
+                [texts[row] for row in missing],
+                self.embed_for_index,
+            )
+        elif missing:
             vectors[missing] = await self.embed_for_index([texts[row] for row in missing])
+        if reused_rows and shared is not None:
+            await shared.put([_turn_key(turns[row]) for row in reused_rows], vectors[reused_rows])
         for row, turn in enumerate(turns):
             if turn.kind == "transcription":
                 self._transcribed[keys[row]] = vectors[row]
@@ -630,6 +644,10 @@ class ContextDomain:
             feed_error=progress.error,
             pending_chunks=self.backfill.count(tenant_id),
         )
+
+
+def _turn_key(turn: TurnEvent) -> TurnKey:
+    return TurnKey(turn.tenant_id, turn.conversation_id, turn.event_id)
 
 
 def _tails_of(chunks: Sequence[Chunk]) -> list[DocumentTail]:

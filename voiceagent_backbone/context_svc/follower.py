@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import socket
 
 import grpc
 
@@ -19,12 +21,14 @@ from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.context_svc import metrics, wire
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.domain import ContextDomain
+from voiceagent_backbone.context_svc.shared_vectors import SharedVectors
 from voiceagent_backbone.servicekit.auth import RenewingToken, TokenFile
 from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 
 log = logging.getLogger(__name__)
 
-FEED_SCOPES = ("state.read", "state.feed")
+# state.index: the turn vectors the replicas share through state_svc (shared_vectors.py).
+FEED_SCOPES = ("state.read", "state.feed", "state.index")
 
 
 def token_provider(settings: ContextSettings) -> TokenProvider | None:
@@ -87,6 +91,10 @@ class FeedFollower:
             extra_options=[("grpc.http2.bdp_probe", 0)],
         )
         stub = state_pb2_grpc.StateServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        embedder = self.domain.embedder
+        index = str(self.settings.index_path.resolve()).encode()
+        holder = f"{socket.gethostname()[:200]}:{hashlib.sha256(index).hexdigest()[:16]}"
+        self.domain.shared_vectors = SharedVectors(stub, embedder.name, embedder.dim, holder)
         delay = 0.2
         while True:
             applied = self.domain.progress.applied_changes

@@ -44,3 +44,10 @@ KNOWLEDGE_PENDING_CHUNKS = Gauge(
     "context_knowledge_pending_chunks",
     "Knowledge chunks stored and found by keyword, waiting for the background embedding.",
 )
+SHARED_VECTORS = Counter(
+    "context_shared_vectors_total",
+    "Turn vectors by where this replica got them: loaded (stored in state_svc by any "
+    "replica), computed (claimed and embedded here, then stored), waited (held by another "
+    "replica while it embedded them; counted per wait).",
+    ("outcome",),
+)

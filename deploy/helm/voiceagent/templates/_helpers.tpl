@@ -171,7 +171,7 @@ seccompProfile:
 {{- $agent := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "agent") -}}
 {{- $_ := set $grants $agent (dict "tenant" .Values.agent.tenant "scopes" (list "state.read" "state.write" "context.read")) -}}
 {{- $context := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "context") -}}
-{{- $_ := set $grants $context (dict "tenant" "context_svc" "scopes" (list "state.read" "state.feed")) -}}
+{{- $_ := set $grants $context (dict "tenant" "context_svc" "scopes" (list "state.read" "state.feed" "state.index")) -}}
 {{- if include "voiceagent.recoveryEnabled" . -}}
 {{- $recovery := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "recovery") -}}
 {{- $_ := set $grants $recovery (dict "tenant" .Values.agent.tenant "scopes" (list "state.read" "state.write")) -}}

@@ -1,0 +1,162 @@
+"""Several context_svc replicas on one state_svc: each turn is embedded once for all of
+them (the vectors are shared through state_svc), a replica started later loads the vectors
+instead of embedding, and every replica gives the same answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.context import ContextHandle, context_settings, eventually, running_context
+from tests.support.state import StateHandle, event, running_state, state_settings
+from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
+from voiceagent_backbone.api.context.v1 import context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2 as spb
+from voiceagent_backbone.servicekit.client import create_channel
+
+TENANT = "tenant-replicas"
+USERS = ("ana", "ben", "cai", "dee")
+# The issue's figure: a replica started against 10,000 stored turns.
+TURNS = 10_000
+WORDS = (
+    "river",
+    "garden",
+    "violin",
+    "market",
+    "winter",
+    "ticket",
+    "doctor",
+    "pasta",
+    "bicycle",
+    "museum",
+    "letter",
+    "island",
+    "concert",
+    "harbour",
+    "lantern",
+    "orchard",
+    "recipe",
+    "passport",
+    "tennis",
+    "glacier",
+    "poetry",
+    "kitchen",
+    "bakery",
+    "compass",
+    "meadow",
+    "festival",
+    "library",
+    "theatre",
+    "ferry",
+    "camera",
+    "pottery",
+    "sailing",
+)
+
+
+@pytest.fixture
+async def state(tmp_path: Path, jwt_key: str) -> AsyncIterator[StateHandle]:
+    async with running_state(state_settings("sqlite", tmp_path, jwt_key, None), jwt_key) as h:
+        yield h
+
+
+async def store_turns(state: StateHandle, count: int) -> dict[str, list[str]]:
+    """`count` distinct turns over conversations of USERS; returns user -> conversation ids."""
+    rng = random.Random(7)
+    conversations: dict[str, list[str]] = {u: [] for u in USERS}
+    per_conversation = 100
+    stub, md = state.stub(), state.metadata(TENANT)
+    for start in range(0, count, per_conversation):
+        user = USERS[(start // per_conversation) % len(USERS)]
+        created = await stub.CreateConversation(
+            spb.CreateConversationRequest(room_name=f"room-{start}", user_ids=[user]), metadata=md
+        )
+        cid = created.conversation.conversation_id
+        conversations[user].append(cid)
+        events = [
+            event(
+                text=f"turn {start + i}: " + " ".join(rng.sample(WORDS, 6)),
+                role=spb.ROLE_USER if i % 2 == 0 else spb.ROLE_AGENT,
+                event_type=spb.EVENT_TYPE_USER_MESSAGE
+                if i % 2 == 0
+                else spb.EVENT_TYPE_AGENT_MESSAGE,
+            )
+            for i in range(min(per_conversation, count - start))
+        ]
+        await stub.AppendEvents(
+            spb.AppendEventsRequest(conversation_id=cid, events=events), metadata=md
+        )
+    return conversations
+
+
+async def caught_up(handle: ContextHandle, turns: int) -> None:
+    await eventually(
+        lambda: (
+            handle.domain.turns_by_tenant.get(TENANT, 0) == turns
+            and handle.domain.progress.backlog == 0
+        ),
+        f"{turns} turns indexed",
+        timeout_s=600,
+    )
+
+
+def answer(reply: cpb.EnrichResponse) -> list[tuple[str, float]]:
+    return [(i.event_id, round(i.score, 6)) for i in reply.items]
+
+
+@pytest.mark.timeout(900)
+async def test_replicas_embed_each_turn_once_and_answer_alike(
+    tmp_path: Path, jwt_key: str, state: StateHandle
+) -> None:
+    conversations = await store_turns(state, TURNS)
+    settings = [context_settings(tmp_path / f"replica{i}", jwt_key, state.port) for i in range(3)]
+    for s in settings:
+        s.index_path.parent.mkdir()
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = [await stack.enter_async_context(running_context(s, jwt_key)) for s in settings[:2]]
+        await asyncio.gather(caught_up(a, TURNS), caught_up(b, TURNS))
+        embedded = a.domain.embedded_for_index + b.domain.embedded_for_index
+        assert embedded == TURNS, f"{embedded / TURNS:.2f} embeddings per stored turn"
+
+        # A third replica, started when everything is stored: it loads, it does not embed.
+        c = await stack.enter_async_context(running_context(settings[2], jwt_key))
+        await caught_up(c, TURNS)
+        assert c.domain.embedded_for_index == 0
+
+        # Behind one channel, round robin: every replica gives the same answer.
+        target = "ipv4:" + ",".join(f"127.0.0.1:{h.port}" for h in (a, b, c))
+        async with create_channel(target) as channel:
+            stub = context_pb2_grpc.ContextServiceStub(channel)  # type: ignore[no-untyped-call]
+            for query in ("violin concert in winter", "passport at the harbour", "bakery recipe"):
+                request = cpb.EnrichRequest(user_id="ana", text=query, max_items=8)
+                answers = {
+                    tuple(answer(await stub.Enrich(request, metadata=a.metadata(TENANT))))
+                    for _ in range(6)
+                }
+                assert len(answers) == 1, f"replicas disagree on {query!r}"
+                assert next(iter(answers)), "no memory found"
+
+        # Deleting a user removes their vectors from state_svc and their memory everywhere.
+        await state.stub().DeleteUserData(
+            spb.DeleteUserDataRequest(user_id="ana"), metadata=state.metadata(TENANT)
+        )
+        remaining = TURNS - sum(100 for _ in conversations["ana"])
+        await asyncio.gather(*(caught_up(h, remaining) for h in (a, b, c)))
+        for h in (a, b, c):
+            reply = await h.stub().Enrich(
+                cpb.EnrichRequest(user_id="ana", text="violin concert"), metadata=h.metadata(TENANT)
+            )
+            assert not reply.items
+        listed = 0
+        async for page in state.stub().ListEmbeddings(
+            spb.ListEmbeddingsRequest(model=a.domain.embedder.name, page_size=1000),
+            metadata=state.metadata(TENANT, "state.index"),
+        ):
+            listed += len(page.embeddings)
+            assert all(e.key.owner_id not in conversations["ana"] for e in page.embeddings)
+        assert listed == remaining
