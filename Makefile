@@ -4,7 +4,10 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test e2e setup tools proto check pytest clean bench-state bench-context bench-agent bench-load bench-recovery
+.PHONY: help run test e2e setup tools proto check pytest clean bench-state bench-context bench-agent bench-load bench-recovery
+
+help: ## this list
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):[^#]*## (.*)/  make \1\t\2/' | expand -t 24
 
 run: setup ## set up, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
 	@bash scripts/run.sh
