@@ -1,4 +1,5 @@
-"""`python -m voiceagent_backbone.context_svc`: run the service until SIGTERM."""
+"""`python -m voiceagent_backbone.context_svc`: run the service until SIGTERM (--help: its
+settings)."""
 
 import os
 
@@ -12,7 +13,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.service import build
-from voiceagent_backbone.servicekit.server import main
+from voiceagent_backbone.servicekit.cli import run
+
+SUMMARY = (
+    "context_svc: the context an agent needs before it answers a turn (the user's memory "
+    "across conversations, a knowledge base, user facts), kept current from state_svc's feed."
+)
 
 if __name__ == "__main__":
-    main(ContextSettings(), build, "context_svc")
+    run(ContextSettings, build, "context_svc", SUMMARY)

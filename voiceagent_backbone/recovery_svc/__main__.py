@@ -1,16 +1,14 @@
-"""`python -m voiceagent_backbone.recovery_svc`: run the service until SIGTERM."""
-
-import sys
-
-from pydantic import ValidationError
+"""`python -m voiceagent_backbone.recovery_svc`: run the service until SIGTERM (--help: its
+settings)."""
 
 from voiceagent_backbone.recovery_svc.config import RecoverySettings
 from voiceagent_backbone.recovery_svc.service import build
-from voiceagent_backbone.servicekit.server import main
+from voiceagent_backbone.servicekit.cli import run
+
+SUMMARY = (
+    "recovery_svc: dispatches the agent again to a call whose agent job died "
+    "(self-hosted LiveKit does not); see docs/recovery.md."
+)
 
 if __name__ == "__main__":
-    try:
-        settings = RecoverySettings()
-    except ValidationError as exc:
-        sys.exit(f"recovery_svc: invalid configuration: {exc.errors()[0]['msg']}")
-    main(settings, build, "recovery_svc")
+    run(RecoverySettings, build, "recovery_svc", SUMMARY)
