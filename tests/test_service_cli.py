@@ -66,3 +66,20 @@ def test_an_argument_is_refused_and_a_missing_livekit_url_named(tmp_path: Path) 
     assert missing.returncode != 0
     assert "LIVEKIT_URL" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_agent_svc_says_its_commands_and_names_what_is_missing(tmp_path: Path) -> None:
+    shown = run("agent_svc", ["--help"], tmp_path)
+    assert shown.returncode == 0
+    assert "chat" in shown.stdout
+    assert "start" in shown.stdout
+    assert "AGENT_ENRICH_BUDGET_MS" in shown.stdout
+    no_livekit = run("agent_svc", ["start"], tmp_path)
+    assert no_livekit.returncode != 0
+    assert no_livekit.stderr.strip() == (
+        "agent_svc: LIVEKIT_URL is not set: the worker needs livekit-server's address"
+    )
+    bad = run("agent_svc", ["start"], tmp_path, AGENT_ENRICH_BUDGET_MS="0", **LIVEKIT)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().startswith("agent_svc: AGENT_ENRICH_BUDGET_MS='0': ")
+    assert "Traceback" not in bad.stderr

@@ -1,5 +1,6 @@
 """`python -m voiceagent_backbone.agent_svc start|dev` runs the LiveKit worker;
-`python -m voiceagent_backbone.agent_svc chat` the terminal chat."""
+`python -m voiceagent_backbone.agent_svc chat` the terminal chat; --help says so, and lists
+the settings."""
 
 from __future__ import annotations
 
@@ -7,9 +8,28 @@ import os
 import sys
 import tempfile
 
+USAGE = """usage: python -m voiceagent_backbone.agent_svc COMMAND
+
+  chat    talk to the agent in this terminal (text; no LiveKit needed)
+  start   run the LiveKit worker (needs LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET and
+          OPENAI_API_KEY); SIGTERM drains it
+  dev     the same, with LiveKit's development defaults
+
+`start --help` shows LiveKit's own options for the worker."""
+
 
 def main() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command in ("", "-h", "--help", "help"):
+        from voiceagent_backbone.agent_svc.config import AgentSettings
+        from voiceagent_backbone.servicekit.cli import settings_help
+
+        print(USAGE + "\n\n" + settings_help(AgentSettings))
+        if not command:
+            sys.exit(2)
+        return
+    if command not in ("chat", "start", "dev"):
+        sys.exit(f"agent_svc: unknown command {command!r}: chat, start or dev (see --help)")
     if command == "chat":
         from voiceagent_backbone.agent_svc.terminal import main as chat_main
 
@@ -29,12 +49,16 @@ def main() -> None:
     from voiceagent_backbone.agent_svc import metrics
     from voiceagent_backbone.agent_svc.config import AgentSettings
     from voiceagent_backbone.agent_svc.worker import build_server
+    from voiceagent_backbone.servicekit.cli import configuration_error
 
     try:
         settings = AgentSettings()
     except ValidationError as exc:
-        sys.exit(f"agent_svc: invalid configuration:\n{exc}")
-    if command in ("start", "dev") and not settings.openai_key():
+        sys.exit(configuration_error("agent_svc", AgentSettings, exc))
+    asking_livekit = "--help" in sys.argv[2:] or "-h" in sys.argv[2:]
+    if not settings.livekit_url and not asking_livekit:
+        sys.exit("agent_svc: LIVEKIT_URL is not set: the worker needs livekit-server's address")
+    if not settings.openai_key() and not asking_livekit:
         sys.exit("agent_svc: the voice worker needs OPENAI_API_KEY (try `make run` for text)")
     metrics.initialise()
     cli.run_app(build_server(settings))

@@ -68,24 +68,26 @@ def configuration_error(name: str, settings_class: type[Any], exc: ValidationErr
     return "\n".join(lines)
 
 
-def usage(settings_class: type[Any], name: str, summary: str) -> str:
-    rows = []
+def settings_help(settings_class: type[Any]) -> str:
+    """Every setting's environment variable, with its default."""
+    rows = ["Every setting comes from an environment variable:"]
     for field, info in settings_class.model_fields.items():
         default = info.default
         if info.default_factory is not None or default is PydanticUndefined:
             shown = ""
-        elif default is None or _secret(settings_class, field):
+        elif default is None or default == "" or _secret(settings_class, field):
             shown = " (unset)"
         else:
             shown = f" (default {default})"
         rows.append(f"  {env_name(settings_class, field)}{shown}")
-    return "\n".join(
+    return "\n".join(rows)
+
+
+def usage(settings_class: type[Any], name: str, summary: str) -> str:
+    return "\n\n".join(
         [
             f"usage: python -m voiceagent_backbone.{name} [--help]",
-            "",
             summary,
-            "",
-            "Every setting comes from an environment variable:",
-            *rows,
+            settings_help(settings_class),
         ]
     )
