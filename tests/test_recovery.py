@@ -520,6 +520,9 @@ async def test_attend_refuses_bad_input_with_the_field_named(stack: Stack) -> No
         async def send() -> AsyncIterator[rpb.AttendRequest]:
             for r in requests:
                 yield r
+            # Like a job, never half-close first: the service ends the call (a client that
+            # half-closes while the server refuses the call may see INTERNAL instead).
+            await asyncio.Event().wait()
 
         try:
             async for _ in stub.Attend(send(), timeout=5):
