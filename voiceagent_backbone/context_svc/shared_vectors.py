@@ -87,7 +87,7 @@ class SharedVectors:
                     error.code().name,
                 )
                 self.offered = False
-                remaining = [r for r in range(start, len(keys))]
+                remaining = list(range(start, len(keys)))
                 out[remaining] = await embed([texts[r] for r in remaining])
                 return out
         return out

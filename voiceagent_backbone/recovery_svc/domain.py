@@ -192,6 +192,9 @@ class RecoveryDomain:
         ours: list[str] = []  # our dispatches for this loss
         for attempt in range(1, s.max_attempts + 1):
             skip = await self._why_not(lost, ours)
+            if skip is Skip.TOO_MANY:
+                limit = self.settings.max_recoveries
+                await self._give_up(lost, f"{limit} agent jobs of this call were lost", ours)
             if skip is not None:
                 metrics.SKIPPED.labels(skip.value).inc()
                 # Every reconcile round finds rooms whose call ended while the user stays.
@@ -265,9 +268,6 @@ class RecoveryDomain:
             if step.phase == Phase.RECOVERY_PHASE_CLAIMED and step.attempt == 1
         ]
         if len({c.lost_job_id for c in claims} - {lost.job_id}) >= self.settings.max_recoveries:
-            await self._give_up(
-                lost, f"{self.settings.max_recoveries} agent jobs of this call were lost", ours
-            )
             return Skip.TOO_MANY
         return None
 
