@@ -22,7 +22,7 @@ from voiceagent_backbone.context_svc import metrics, wire
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.domain import ContextDomain
 from voiceagent_backbone.context_svc.shared_vectors import SharedVectors
-from voiceagent_backbone.servicekit.auth import RenewingToken, TokenFile
+from voiceagent_backbone.servicekit.auth import service_token
 from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 
 log = logging.getLogger(__name__)
@@ -35,22 +35,12 @@ def token_provider(settings: ContextSettings) -> TokenProvider | None:
     if settings.state_token is not None:
         static = settings.state_token.get_secret_value()
         return lambda: static
-    if settings.state_token_file is not None:
-        # Read again when it changes: a projected service-account token is replaced by
-        # the kubelet before it expires.
-        return TokenFile(settings.state_token_file)
-    key = settings.jwt_key()
-    if key is None or not settings.auth_jwt_algorithms[0].startswith("HS"):
-        return None
-    # A feed token minted from the service's own key.
-    return RenewingToken(
-        key,
+    return service_token(
+        settings,
+        settings.state_token_file,
         tenant="context_svc",
         scopes=FEED_SCOPES,
         subject="context_svc",
-        algorithm=settings.auth_jwt_algorithms[0],
-        issuer=settings.auth_jwt_issuer,
-        audience=settings.auth_jwt_audience,
     )
 
 

@@ -18,7 +18,7 @@ from voiceagent_backbone.recovery_svc.ledger import StateLedger
 from voiceagent_backbone.recovery_svc.rooms import LiveKitRooms
 from voiceagent_backbone.recovery_svc.servicer import RecoveryServicer
 from voiceagent_backbone.recovery_svc.webhooks import WebhookReceiver, start_webhooks
-from voiceagent_backbone.servicekit.auth import RenewingToken, TokenFile
+from voiceagent_backbone.servicekit.auth import service_token
 from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 from voiceagent_backbone.servicekit.config import ServiceSettings
 from voiceagent_backbone.servicekit.scopes import method_scopes
@@ -33,20 +33,12 @@ STATE_SCOPES = ("state.read", "state.write")
 
 
 def state_token(settings: RecoverySettings) -> TokenProvider | None:
-    if settings.state_token_file is not None:
-        # Read again when it changes: the kubelet replaces projected tokens.
-        return TokenFile(settings.state_token_file)
-    key = settings.jwt_key()
-    if key is None or not settings.auth_jwt_algorithms[0].startswith("HS"):
-        return None
-    return RenewingToken(
-        key,
+    return service_token(
+        settings,
+        settings.state_token_file,
         tenant=settings.tenant,
         scopes=STATE_SCOPES,
         subject="recovery_svc",
-        algorithm=settings.auth_jwt_algorithms[0],
-        issuer=settings.auth_jwt_issuer,
-        audience=settings.auth_jwt_audience,
     )
 
 

@@ -6,13 +6,14 @@ import contextlib
 import contextvars
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
 
+from voiceagent_backbone.servicekit.config import ServiceSettings
 from voiceagent_backbone.servicekit.errors import PermissionDenied, Unauthenticated
 from voiceagent_backbone.servicekit.keys import VerificationKeys, unverified_header
 
@@ -266,3 +267,30 @@ class TokenFile:
             self._token = self.path.read_text().strip()
             self._stamp = stamp
         return self._token
+
+
+def service_token(
+    settings: ServiceSettings,
+    token_file: Path | None,
+    *,
+    tenant: str,
+    scopes: Iterable[str],
+    subject: str,
+) -> Callable[[], str] | None:
+    """A service's own token for calling another: its token file (a projected
+    service-account token, read again when the kubelet replaces it), else one minted from
+    the shared HS key it verifies with; None when it has neither."""
+    if token_file is not None:
+        return TokenFile(token_file)
+    key = settings.jwt_key()
+    if key is None or not settings.auth_jwt_algorithms[0].startswith("HS"):
+        return None
+    return RenewingToken(
+        key,
+        tenant=tenant,
+        scopes=scopes,
+        subject=subject,
+        algorithm=settings.auth_jwt_algorithms[0],
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+    )
