@@ -310,15 +310,27 @@ class Deletion(_message.Message):
     conversation_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, tenant_id: _Optional[str] = ..., reason: _Optional[_Union[DeletionReason, str]] = ..., user_id: _Optional[str] = ..., conversation_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class KnowledgeChange(_message.Message):
+    __slots__ = ("tenant_id", "document_id", "user_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    document_id: str
+    user_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., document_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
 class Change(_message.Message):
-    __slots__ = ("cursor", "event", "deletion")
+    __slots__ = ("cursor", "event", "deletion", "knowledge")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     DELETION_FIELD_NUMBER: _ClassVar[int]
+    KNOWLEDGE_FIELD_NUMBER: _ClassVar[int]
     cursor: str
     event: Event
     deletion: Deletion
-    def __init__(self, cursor: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., deletion: _Optional[_Union[Deletion, _Mapping]] = ...) -> None: ...
+    knowledge: KnowledgeChange
+    def __init__(self, cursor: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., deletion: _Optional[_Union[Deletion, _Mapping]] = ..., knowledge: _Optional[_Union[KnowledgeChange, _Mapping]] = ...) -> None: ...
 
 class CreateConversationRequest(_message.Message):
     __slots__ = ("conversation_id", "room_name", "participant_identities", "user_ids", "agent_name", "metadata")
@@ -555,16 +567,18 @@ class ExportUserDataRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class ExportUserDataResponse(_message.Message):
-    __slots__ = ("user", "conversation", "event", "snapshot")
+    __slots__ = ("user", "conversation", "event", "snapshot", "fact")
     USER_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    FACT_FIELD_NUMBER: _ClassVar[int]
     user: UserProfile
     conversation: Conversation
     event: Event
     snapshot: Snapshot
-    def __init__(self, user: _Optional[_Union[UserProfile, _Mapping]] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ...) -> None: ...
+    fact: UserFact
+    def __init__(self, user: _Optional[_Union[UserProfile, _Mapping]] = ..., conversation: _Optional[_Union[Conversation, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., fact: _Optional[_Union[UserFact, _Mapping]] = ...) -> None: ...
 
 class DeleteUserDataRequest(_message.Message):
     __slots__ = ("user_id",)
@@ -573,18 +587,20 @@ class DeleteUserDataRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class DeleteUserDataResponse(_message.Message):
-    __slots__ = ("conversations_deleted", "events_deleted", "snapshots_deleted", "profile_deleted", "embeddings_deleted")
+    __slots__ = ("conversations_deleted", "events_deleted", "snapshots_deleted", "profile_deleted", "embeddings_deleted", "facts_deleted")
     CONVERSATIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_DELETED_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOTS_DELETED_FIELD_NUMBER: _ClassVar[int]
     PROFILE_DELETED_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    FACTS_DELETED_FIELD_NUMBER: _ClassVar[int]
     conversations_deleted: int
     events_deleted: int
     snapshots_deleted: int
     profile_deleted: bool
     embeddings_deleted: int
-    def __init__(self, conversations_deleted: _Optional[int] = ..., events_deleted: _Optional[int] = ..., snapshots_deleted: _Optional[int] = ..., profile_deleted: _Optional[bool] = ..., embeddings_deleted: _Optional[int] = ...) -> None: ...
+    facts_deleted: int
+    def __init__(self, conversations_deleted: _Optional[int] = ..., events_deleted: _Optional[int] = ..., snapshots_deleted: _Optional[int] = ..., profile_deleted: _Optional[bool] = ..., embeddings_deleted: _Optional[int] = ..., facts_deleted: _Optional[int] = ...) -> None: ...
 
 class EmbeddingKey(_message.Message):
     __slots__ = ("tenant_id", "owner", "owner_id", "item_id")
@@ -693,3 +709,139 @@ class ListEmbeddingsResponse(_message.Message):
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     next_page_token: str
     def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class KnowledgeDocument(_message.Message):
+    __slots__ = ("document_id", "title", "text", "metadata", "stored_at", "text_bytes")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    title: str
+    text: str
+    metadata: _struct_pb2.Struct
+    stored_at: _timestamp_pb2.Timestamp
+    text_bytes: int
+    def __init__(self, document_id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., text_bytes: _Optional[int] = ...) -> None: ...
+
+class PutDocumentRequest(_message.Message):
+    __slots__ = ("tenant_id", "document")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    document: KnowledgeDocument
+    def __init__(self, tenant_id: _Optional[str] = ..., document: _Optional[_Union[KnowledgeDocument, _Mapping]] = ...) -> None: ...
+
+class PutDocumentResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: KnowledgeDocument
+    def __init__(self, document: _Optional[_Union[KnowledgeDocument, _Mapping]] = ...) -> None: ...
+
+class GetDocumentRequest(_message.Message):
+    __slots__ = ("tenant_id", "document_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    document_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., document_id: _Optional[str] = ...) -> None: ...
+
+class GetDocumentResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: KnowledgeDocument
+    def __init__(self, document: _Optional[_Union[KnowledgeDocument, _Mapping]] = ...) -> None: ...
+
+class ListDocumentsRequest(_message.Message):
+    __slots__ = ("tenant_id", "page_size", "page_token")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, tenant_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDocumentsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[KnowledgeDocument]
+    next_page_token: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[KnowledgeDocument, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteDocumentRequest(_message.Message):
+    __slots__ = ("tenant_id", "document_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    document_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., document_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDocumentResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class UserFact(_message.Message):
+    __slots__ = ("fact_id", "text", "updated_at", "embedding_model", "vector")
+    FACT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    fact_id: str
+    text: str
+    updated_at: _timestamp_pb2.Timestamp
+    embedding_model: str
+    vector: bytes
+    def __init__(self, fact_id: _Optional[str] = ..., text: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ..., vector: _Optional[bytes] = ...) -> None: ...
+
+class PutFactsRequest(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "facts")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    facts: _containers.RepeatedCompositeFieldContainer[UserFact]
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., facts: _Optional[_Iterable[_Union[UserFact, _Mapping]]] = ...) -> None: ...
+
+class PutFactsResponse(_message.Message):
+    __slots__ = ("facts",)
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    facts: _containers.RepeatedCompositeFieldContainer[UserFact]
+    def __init__(self, facts: _Optional[_Iterable[_Union[UserFact, _Mapping]]] = ...) -> None: ...
+
+class ListFactsRequest(_message.Message):
+    __slots__ = ("tenant_id", "user_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ListFactsResponse(_message.Message):
+    __slots__ = ("facts",)
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    facts: _containers.RepeatedCompositeFieldContainer[UserFact]
+    def __init__(self, facts: _Optional[_Iterable[_Union[UserFact, _Mapping]]] = ...) -> None: ...
+
+class DeleteFactRequest(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "fact_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    FACT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    fact_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., fact_id: _Optional[str] = ...) -> None: ...
+
+class DeleteFactResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...

@@ -138,6 +138,41 @@ class StateServiceStub:
                 request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsRequest.SerializeToString,
                 response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsResponse.FromString,
                 _registered_method=True)
+        self.PutDocument = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/PutDocument',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutDocumentRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutDocumentResponse.FromString,
+                _registered_method=True)
+        self.GetDocument = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/GetDocument',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetDocumentRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetDocumentResponse.FromString,
+                _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/ListDocuments',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDocument = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/DeleteDocument',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteDocumentRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteDocumentResponse.FromString,
+                _registered_method=True)
+        self.PutFacts = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/PutFacts',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutFactsRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutFactsResponse.FromString,
+                _registered_method=True)
+        self.ListFacts = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/ListFacts',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListFactsRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListFactsResponse.FromString,
+                _registered_method=True)
+        self.DeleteFact = channel.unary_unary(
+                '/voiceagent.state.v1.StateService/DeleteFact',
+                request_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteFactRequest.SerializeToString,
+                response_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteFactResponse.FromString,
+                _registered_method=True)
 
 
 class StateServiceServicer:
@@ -301,6 +336,63 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutDocument(self, request, context):
+        """Knowledge documents and user facts, the records context_svc indexes: it keeps only a
+        cache, so any of its replicas answers any tenant and a lost pod loses nothing.
+        Platform calls (scope state.knowledge): the tenant is named in the request. Every
+        change is announced on the feed as a KnowledgeChange that names what changed and never
+        carries its text: a reader fetches the current version, so the feed keeps no copy of
+        a deleted fact or document.
+
+        Stores a document, replacing any earlier version of the same id (a new stored_at).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocument(self, request, context):
+        """Gets a document with its text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """Lists a tenant's documents by id, without their text, paged with opaque page tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDocument(self, request, context):
+        """Deletes a document and its passages' vectors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutFacts(self, request, context):
+        """Creates or replaces facts about a user, by fact id. Facts are deleted with the user
+        (DeleteUserData) and exported with them (ExportUserData).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFacts(self, request, context):
+        """Every fact about a user, by fact id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFact(self, request, context):
+        """Deletes one fact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -403,6 +495,41 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.ListEmbeddings,
                     request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsRequest.FromString,
                     response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsResponse.SerializeToString,
+            ),
+            'PutDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutDocument,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutDocumentRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutDocumentResponse.SerializeToString,
+            ),
+            'GetDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocument,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetDocumentRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetDocumentResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListDocumentsResponse.SerializeToString,
+            ),
+            'DeleteDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocument,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteDocumentRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteDocumentResponse.SerializeToString,
+            ),
+            'PutFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutFacts,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutFactsRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutFactsResponse.SerializeToString,
+            ),
+            'ListFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFacts,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListFactsRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListFactsResponse.SerializeToString,
+            ),
+            'DeleteFact': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFact,
+                    request_deserializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteFactRequest.FromString,
+                    response_serializer=voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteFactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -949,6 +1076,195 @@ class StateService:
             '/voiceagent.state.v1.StateService/ListEmbeddings',
             voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsRequest.SerializeToString,
             voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/PutDocument',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutDocumentRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/GetDocument',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetDocumentRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.GetDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/ListDocuments',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListDocumentsRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/DeleteDocument',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteDocumentRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/PutFacts',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutFactsRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.PutFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/ListFacts',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListFactsRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.ListFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.state.v1.StateService/DeleteFact',
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteFactRequest.SerializeToString,
+            voiceagent__backbone_dot_api_dot_state_dot_v1_dot_state__pb2.DeleteFactResponse.FromString,
             options,
             channel_credentials,
             insecure,
