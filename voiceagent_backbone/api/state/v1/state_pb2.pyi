@@ -623,16 +623,18 @@ class Embedding(_message.Message):
     def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., vector: _Optional[bytes] = ...) -> None: ...
 
 class EmbeddingClaim(_message.Message):
-    __slots__ = ("key", "vector", "owned", "held_until")
+    __slots__ = ("key", "vector", "owned", "held_until", "gone")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     OWNED_FIELD_NUMBER: _ClassVar[int]
     HELD_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    GONE_FIELD_NUMBER: _ClassVar[int]
     key: EmbeddingKey
     vector: bytes
     owned: bool
     held_until: _timestamp_pb2.Timestamp
-    def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., vector: _Optional[bytes] = ..., owned: _Optional[bool] = ..., held_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    gone: bool
+    def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., vector: _Optional[bytes] = ..., owned: _Optional[bool] = ..., held_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gone: _Optional[bool] = ...) -> None: ...
 
 class ClaimEmbeddingsRequest(_message.Message):
     __slots__ = ("model", "keys", "holder", "lease_ms")
@@ -663,12 +665,14 @@ class PutEmbeddingsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., holder: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
 
 class PutEmbeddingResult(_message.Message):
-    __slots__ = ("key", "duplicate")
+    __slots__ = ("key", "duplicate", "dropped")
     KEY_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     key: EmbeddingKey
     duplicate: bool
-    def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    dropped: bool
+    def __init__(self, key: _Optional[_Union[EmbeddingKey, _Mapping]] = ..., duplicate: _Optional[bool] = ..., dropped: _Optional[bool] = ...) -> None: ...
 
 class PutEmbeddingsResponse(_message.Message):
     __slots__ = ("results",)

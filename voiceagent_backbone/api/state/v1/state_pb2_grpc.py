@@ -306,7 +306,8 @@ class StateServiceServicer:
         Per key, atomically: a stored vector is returned; a key without a claim, with an
         expired claim or with a claim of the same holder is now owned by the caller until
         now + lease_ms (it computes the vector and puts it); otherwise another holder has it
-        until held_until. Of two concurrent claimers of a key exactly one owns it.
+        until held_until. Of two concurrent claimers of a key exactly one owns it. A key whose
+        conversation or document no longer exists is gone (nothing to store).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -314,7 +315,8 @@ class StateServiceServicer:
 
     def PutEmbeddings(self, request, context):
         """Stores vectors. Idempotent: a key stored already keeps its first vector (the put is
-        reported as a duplicate). A put needs no claim.
+        reported as a duplicate). A put needs no claim. A key whose conversation or document no
+        longer exists is dropped: a replica behind the feed cannot store vectors of deleted data.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
