@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def test_wrong_values_fail_at_install(set_values: dict[str, Any], message: str) 
     [
         ("default-values.yaml", {"mongodb.dev.enabled": False}, "state_svc needs a database"),
         ("default-values.yaml", {"livekit.apiKey": ""}, "the agent needs LiveKit credentials"),
-        ("default-values.yaml", {"livekit.url": ""}, "the agent needs livekit.url"),
+        ("default-values.yaml", {"livekit.url": ""}, "the agent needs the LiveKit server's URL"),
         (
             "default-values.yaml",
             {"agent.autoscaling.targetCPUUtilizationPercentage": 70},
@@ -180,8 +181,8 @@ def test_wrong_values_fail_at_install(set_values: dict[str, Any], message: str) 
         ),
         (
             "default-values.yaml",
-            {"context.embedding.backend": "openai"},
-            "needs openai.apiKey or openai.existingSecret",
+            {"context.embedding.backend": "openai", "openai.apiKey": "", "agent.enabled": False},
+            r"context_svc \(context.embedding.backend=openai\) needs an OpenAI API key",
         ),
         (
             "default-values.yaml",
@@ -195,6 +196,95 @@ def test_inconsistent_values_fail_with_a_message(
 ) -> None:
     with pytest.raises(RenderError, match=message):
         render([CHART / "ci" / values], set_values)
+
+
+def _problems(failure: RenderError) -> list[str]:
+    """The listed problems of the chart's one failure, each on its own `  - ` line."""
+    return [line[4:] for line in str(failure).splitlines() if line.startswith("  - ")]
+
+
+def test_every_missing_value_is_listed_in_one_failure() -> None:
+    """A new user's first `helm install` with nothing set names every value it needs, and
+    how to give it, at once (it used to name one per run)."""
+    with pytest.raises(RenderError) as failure:
+        render()
+    problems = _problems(failure.value)
+    assert f"{len(problems)} problem(s) to fix" in str(failure.value)
+    assert [p.split(":")[0] for p in problems] == [
+        "mongodb",
+        "livekit.url",
+        "livekit.existingSecret",
+        "openai.existingSecret",
+    ]
+    for problem, how in zip(
+        problems,
+        [
+            "--set mongodb.existingSecret=",
+            "--set livekit.url=wss://",
+            "--set livekit.existingSecret=",
+            "--set openai.existingSecret=",
+        ],
+        strict=True,
+    ):
+        assert how in problem
+        assert f"kubectl -n {helm.NAMESPACE} create secret" in problem or "livekit.url" in problem
+    # Inconsistent values are listed with the missing ones, not found one run later.
+    with pytest.raises(RenderError) as failure:
+        render(
+            set_values={
+                "agent.autoscaling.targetCPUUtilizationPercentage": 90,
+                "livekit.url": "wss://livekit.example.com",
+            }
+        )
+    keys = [p.split(" ")[0].rstrip(":") for p in _problems(failure.value)]
+    assert keys == [
+        "mongodb",
+        "livekit.existingSecret",
+        "agent.autoscaling.targetCPUUtilizationPercentage",
+        "openai.existingSecret",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("set_values", "secret"),
+    [
+        ({"openai.apiKey": "sk-given"}, f"{helm.RELEASE}-voiceagent-openai"),
+        ({"openai.apiKey": "", "openai.existingSecret": "team-openai"}, "team-openai"),
+    ],
+    ids=["apiKey", "existingSecret"],
+)
+def test_the_agent_needs_its_openai_key(set_values: dict[str, Any], secret: str) -> None:
+    """Without a key the agent pod rendered and crash-looped; now the install says so."""
+    with pytest.raises(RenderError) as failure:
+        render_ci("default-values.yaml", {"openai.apiKey": ""})
+    (problem,) = _problems(failure.value)
+    assert problem.startswith("openai.existingSecret: the agent (speech-to-text, LLM, text-to-")
+    assert "--set openai.existingSecret=voiceagent-openai; or --set openai.apiKey=" in problem
+    # Given as a value (the chart keeps it in a Secret) or as an existing Secret.
+    manifests = render_ci("default-values.yaml", set_values)
+    env = workload(manifests, "agent").env("agent")
+    assert env["OPENAI_API_KEY"] == {"secretKeyRef": {"name": secret, "key": "api-key"}}
+    if "openai.existingSecret" not in set_values:
+        named(manifests, "Secret", secret)
+    # No agent, no key needed (context_svc embeds with the local model by default).
+    manifests = render_ci("default-values.yaml", {"openai.apiKey": "", "agent.enabled": False})
+    assert "agent" not in {p.component for p in pod_templates(manifests)}
+
+
+def test_helm_template_needs_no_kube_version_and_old_clusters_are_refused() -> None:
+    """The README's `helm template` works as written (a helm built without version stamps
+    assumes Kubernetes 1.20 offline); a real cluster older than 1.30 is refused by name."""
+    values = str(CHART / "ci" / "default-values.yaml")
+    result = helm.helm("template", helm.RELEASE, str(CHART), "--values", values, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "kind: Deployment" in result.stdout
+    old = ("--kube-version", "1.29.4")
+    result = helm.helm("template", helm.RELEASE, str(CHART), "--values", values, *old, check=False)
+    assert result.returncode != 0
+    assert _problems(RenderError(result.stderr)) == [
+        "Kubernetes v1.29.4: the chart needs 1.30 or newer (the agent's preStop hook is a "
+        "sleep action)"
+    ]
 
 
 # ---------------------------------------------------------------------------- security
@@ -845,3 +935,97 @@ def test_recovery_webhook_source_is_configurable() -> None:
     assert [r["from"] for r in webhook] == [peers]
     with pytest.raises(RenderError, match="livekitWebhook"):
         render([CHART / "ci" / "default-values.yaml"], {"networkPolicy.livekitWebhook.from": []})
+
+
+# ------------------------------------------------------------------------------ NOTES
+
+
+def render_notes(tmp_path: Path, set_values: dict[str, Any], values: str) -> str:
+    """templates/NOTES.txt as `helm install` prints it. `helm template` renders NOTES but
+    never prints them, so a copy of the chart carries them in a ConfigMap."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    notes = chart / "templates" / "NOTES.txt"
+    body = notes.read_text()
+    notes.unlink()
+    (chart / "templates" / "notes-under-test.yaml").write_text(
+        '{{- define "notes-under-test" }}' + body + "{{ end -}}\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-under-test\n"
+        'data:\n  text: {{ include "notes-under-test" . | toJson }}\n'
+    )
+    result = helm.helm(
+        "template", helm.RELEASE, str(chart), "--namespace", helm.NAMESPACE,
+        "--kube-version", helm.KUBE_VERSION, "--values", str(CHART / "ci" / values),
+        "--show-only", "templates/notes-under-test.yaml",
+        *(a for k, v in set_values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")),
+    )  # fmt: skip
+    text: str = yaml.safe_load(result.stdout)["data"]["text"]
+    return text
+
+
+SECRETS = {
+    "auth.jwtKey": "jwt-key-that-must-not-show-0123456789",
+    "livekit.apiSecret": "livekit-secret-that-must-not-show",
+    "openai.apiKey": "sk-openai-key-that-must-not-show",
+}
+
+
+@pytest.mark.parametrize(
+    ("values", "set_values", "token_command"),
+    [
+        (
+            "default-values.yaml",
+            {},
+            f"kubectl -n {helm.NAMESPACE} create token {component_name('agent')} "
+            "--audience voiceagent",
+        ),
+        (
+            "kind-values.yaml",
+            {},
+            f"kubectl -n {helm.NAMESPACE} create token e2e-operator --audience voiceagent",
+        ),
+        (
+            "state-only-values.yaml",
+            {},
+            f"kubectl -n {helm.NAMESPACE} create token operator --audience voiceagent",
+        ),
+        (
+            "default-values.yaml",
+            {"auth.mode": "sharedKey"},
+            f"kubectl -n {helm.NAMESPACE} exec deploy/{component_name('state')} -c state -- "
+            "python -m voiceagent_backbone.servicekit.token --key-file "
+            "/var/run/secrets/voiceagent/jwt-key --tenant default",
+        ),
+    ],
+    ids=["agent-account", "granted-account", "no-agent", "sharedKey"],
+)
+def test_notes_need_only_kubectl_and_grpcurl(
+    tmp_path: Path, values: str, set_values: dict[str, Any], token_command: str
+) -> None:
+    """Every command NOTES give runs with kubectl, grpcurl (and the helm just used); the
+    token recipe used to need a Python checkout (`.venv/bin/python`, `make setup`). NOTES
+    print no secret."""
+    notes = render_notes(tmp_path, {**SECRETS, **set_values}, values)
+    commands = [line.strip() for line in notes.splitlines() if line.startswith("  ")]
+    commands = [c for c in commands if c.split(" ")[0] in {"kubectl", "grpcurl", "helm", "export"}]
+    assert commands, notes
+    for command in commands:
+        program = command.removeprefix("export TOKEN=$(").split(" ")[0]
+        assert program in {"kubectl", "grpcurl", "helm"}, command
+    # Python only ever runs inside a pod of the release, through kubectl exec.
+    for line in notes.splitlines():
+        if "python" in line:
+            assert line.strip().startswith(f"export TOKEN=$(kubectl -n {helm.NAMESPACE} exec ")
+            assert " -- python -m voiceagent_backbone." in line
+    assert ".venv" not in notes
+    assert "make setup" not in notes
+    assert "checkout" not in notes
+    token = next(c for c in commands if c.startswith("export TOKEN="))
+    assert token.startswith(f"export TOKEN=$({token_command}")
+    assert (
+        'grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"user_id": "ada"}\' '
+        "127.0.0.1:50051 voiceagent.state.v1.StateService/ListConversations"
+    ) in commands
+    for secret in SECRETS.values():
+        assert secret not in notes
+        assert base64.b64encode(secret.encode()).decode() not in notes

@@ -443,7 +443,7 @@ spec:
     {{- if .query }}
     - type: prometheus
       metadata:
-        serverAddress: {{ required "autoscaling.keda.prometheus.serverAddress is required with a query" .serverAddress | quote }}
+        serverAddress: {{ .serverAddress | quote }}{{/* the schema requires it with a query */}}
         query: {{ tpl .query $.ctx | quote }}
         threshold: {{ .threshold | quote }}
     {{- end }}
@@ -550,5 +550,63 @@ spec:
   ports:
     {{- toYaml .ports | nindent 4 }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Every check of the values the schema cannot express (one value needs another, a
+     removed value), run once by templates/validate.yaml. Each problem names the value and
+     how to set it; all of them are reported in one failure, so a new user fixes every one
+     in one go instead of one per run. */}}
+{{- define "voiceagent.validate" -}}
+{{- $v := .Values -}}
+{{- $ns := .Release.Namespace -}}
+{{- $problems := list -}}
+{{- /* Kubernetes 1.30: the agent's preStop hook is a `sleep` action (PodLifecycleSleepAction,
+       on by default since 1.30). Below 1.21 is what a helm built without version stamps
+       assumes when rendering without a cluster (`helm template`); a cluster that old
+       refuses the chart's policy/v1 resources anyway. */ -}}
+{{- $kube := .Capabilities.KubeVersion.Version -}}
+{{- if semverCompare ">=1.21.0-0 <1.30.0-0" $kube }}
+{{- $problems = append $problems (printf "Kubernetes %s: the chart needs 1.30 or newer (the agent's preStop hook is a sleep action)" $kube) -}}
+{{- end }}
+{{- if $v.state.enabled }}
+{{- if not (or $v.mongodb.uri $v.mongodb.existingSecret $v.mongodb.dev.enabled) }}
+{{- $problems = append $problems (printf "mongodb: state_svc needs a database. Put its URI in a Secret (kubectl -n %s create secret generic voiceagent-mongodb --from-literal=%s='mongodb://...') and --set mongodb.existingSecret=voiceagent-mongodb; or --set mongodb.uri='mongodb://...'; or --set mongodb.dev.enabled=true (development only)" $ns $v.mongodb.existingSecretKey) -}}
+{{- end }}
+{{- if and (not $v.state.autoscaling.enabled) (lt (int $v.state.replicaCount) 1) }}
+{{- $problems = append $problems "state.replicaCount must be at least 1" -}}
+{{- end }}
+{{- end }}
+{{- if and (eq $v.auth.mode "sharedKey") (not $v.auth.existingSecret) $v.auth.jwtKey (lt (len $v.auth.jwtKey) 32) }}
+{{- $problems = append $problems "auth.jwtKey must be at least 32 characters (HS256); leave it empty and the chart generates one" -}}
+{{- end }}
+{{- if $v.agent.enabled }}
+{{- if not $v.state.enabled }}
+{{- $problems = append $problems "state.enabled: the agent stores every conversation through state_svc: enable state too (or --set agent.enabled=false)" -}}
+{{- end }}
+{{- if not (or $v.livekit.url $v.livekit.existingSecret) }}
+{{- $problems = append $problems (printf "livekit.url: the agent needs the LiveKit server's URL (ws:// or wss://): --set livekit.url=wss://livekit.example.com, or put it in livekit.existingSecret under the key %s" $v.livekit.urlKey) -}}
+{{- end }}
+{{- if not (or $v.livekit.existingSecret (and $v.livekit.apiKey $v.livekit.apiSecret)) }}
+{{- $problems = append $problems (printf "livekit.existingSecret: the agent needs LiveKit credentials: kubectl -n %s create secret generic voiceagent-livekit --from-literal=%s=API... --from-literal=%s=... and --set livekit.existingSecret=voiceagent-livekit; or --set livekit.apiKey=... --set livekit.apiSecret=..." $ns $v.livekit.apiKeyKey $v.livekit.apiSecretKey) -}}
+{{- end }}
+{{- $a := $v.agent.autoscaling -}}
+{{- if and $a.enabled (ge (float64 $a.targetCPUUtilizationPercentage) (mulf (float64 $v.agent.loadThreshold) 100.0)) }}
+{{- $problems = append $problems (printf "agent.autoscaling.targetCPUUtilizationPercentage (%v) must be below agent.loadThreshold × 100 (%v): above it the worker refuses jobs before the HPA adds pods" $a.targetCPUUtilizationPercentage (mulf (float64 $v.agent.loadThreshold) 100.0)) -}}
+{{- end }}
+{{- end }}
+{{- $openaiUsers := list -}}
+{{- if $v.agent.enabled }}{{ $openaiUsers = append $openaiUsers "the agent (speech-to-text, LLM, text-to-speech)" }}{{ end -}}
+{{- if and $v.context.enabled (eq $v.context.embedding.backend "openai") }}{{ $openaiUsers = append $openaiUsers "context_svc (context.embedding.backend=openai)" }}{{ end -}}
+{{- if and $openaiUsers (not (include "voiceagent.openaiKeyConfigured" .)) }}
+{{- $problems = append $problems (printf "openai.existingSecret: %s needs an OpenAI API key (or one for the server at openai.baseUrl): kubectl -n %s create secret generic voiceagent-openai --from-literal=%s=sk-... and --set openai.existingSecret=voiceagent-openai; or --set openai.apiKey=sk-..." (join " and " $openaiUsers) $ns $v.openai.existingSecretKey) -}}
+{{- end }}
+{{- if and $v.context.enabled (not $v.state.enabled) }}
+{{- $problems = append $problems "state.enabled: context_svc follows state_svc's feed: enable state too (or --set context.enabled=false)" -}}
+{{- end }}
+{{- if $problems }}
+{{- $lines := list -}}
+{{- range $problems }}{{ $lines = append $lines (printf "  - %s" .) }}{{ end -}}
+{{- fail (printf "\n%d problem(s) to fix before this chart installs (all of them; each says how):\n%s" (len $problems) (join "\n" $lines)) }}
 {{- end }}
 {{- end -}}
