@@ -147,7 +147,7 @@ def test_every_kind_the_chart_can_render_has_a_schema() -> None:
         ({"agent.loadThreshold": 1.5}, "/agent/loadThreshold"),
         ({"agent.autoscaling.engine": "both"}, "/agent/autoscaling/engine"),
         ({"auth.jwtKey": "too-short"}, "/auth/jwtKey"),
-        ({"context.persistence.type": "hostPath"}, "/context/persistence/type"),
+        ({"context.index.sizeLimit": "lots"}, "/context/index/sizeLimit"),
         ({"mongodb.uri": "postgres://db"}, "/mongodb/uri"),
         ({"livekit.url": "http://livekit"}, "/livekit/url"),
         ({"agent.drainTimeoutSeconds": 0}, "/agent/drainTimeoutSeconds"),
@@ -172,12 +172,6 @@ def test_wrong_values_fail_at_install(set_values: dict[str, Any], message: str) 
             "default-values.yaml",
             {"agent.autoscaling.targetCPUUtilizationPercentage": 70},
             "must be below agent.loadThreshold",
-        ),
-        ("default-values.yaml", {"context.replicaCount": 2}, "ReadWriteOnce index volume"),
-        (
-            "default-values.yaml",
-            {"context.autoscaling.enabled": True},
-            "ReadWriteOnce index volume",
         ),
         (
             "default-values.yaml",
@@ -233,11 +227,13 @@ def test_every_missing_value_is_listed_in_one_failure() -> None:
         render(
             set_values={
                 "agent.autoscaling.targetCPUUtilizationPercentage": 90,
+                "context.persistence": {"type": "pvc"},
                 "livekit.url": "wss://livekit.example.com",
             }
         )
     keys = [p.split(" ")[0].rstrip(":") for p in _problems(failure.value)]
     assert keys == [
+        "context.persistence",
         "mongodb",
         "livekit.existingSecret",
         "agent.autoscaling.targetCPUUtilizationPercentage",
@@ -371,7 +367,7 @@ def test_service_account_credentials_hold_no_key() -> None:
         },
         subject.format(component_name("context")): {
             "tenant": "context_svc",
-            "scopes": ["state.read", "state.feed", "state.index"],
+            "scopes": ["state.read", "state.feed", "state.index", "state.knowledge"],
         },
         # recovery_svc reads conversations and claims its steps in the agent's tenant.
         subject.format(component_name("recovery")): {
@@ -673,19 +669,69 @@ def test_keda_replaces_the_hpas_never_both() -> None:
 # ------------------------------------------------------------------------ storage
 
 
-def test_context_index_volume_pvc_by_default_emptydir_when_scaled() -> None:
-    default = ci_render("default-values.yaml")
-    pod = workload(default, "context")
+@pytest.mark.parametrize("values", [v for v in CI_IDS if v != "state-only-values.yaml"])
+def test_context_index_is_a_cache_on_an_emptydir(values: str) -> None:
+    """context_svc rebuilds its index from state_svc: no claim, no StatefulSet, rolling
+    updates like every other Deployment."""
+    manifests = ci_render(values)
+    assert of_kind(manifests, "PersistentVolumeClaim") == []
+    deployment = named(manifests, "Deployment", component_name("context"))
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert [p.kind for p in pod_templates(manifests) if p.component == "context"] == ["Deployment"]
+    pod = workload(manifests, "context")
     index_dir = str(Path(pod.env("context")["CONTEXT_INDEX_PATH"]).parent)
-    claim = pod.mount_source("context", index_dir)["persistentVolumeClaim"]["claimName"]
-    pvc = named(default, "PersistentVolumeClaim", claim)
-    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    deployment = named(default, "Deployment", component_name("context"))
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    scaled = ci_render("production-values.yaml")
-    pod = workload(scaled, "context")
-    assert "emptyDir" in pod.mount_source("context", index_dir)
-    assert of_kind(scaled, "PersistentVolumeClaim") == []
+    assert pod.mount_source("context", index_dir)["emptyDir"] == {"sizeLimit": "2Gi"}
+    # The only claim left in the chart is the development MongoDB's.
+    for statefulset in of_kind(manifests, "StatefulSet"):
+        assert statefulset["metadata"]["name"] == component_name("mongodb")
+
+
+def test_context_scales_like_state_with_an_hpa_and_a_pdb() -> None:
+    manifests = ci_render("default-values.yaml")
+    hpa = named(manifests, "HorizontalPodAutoscaler", component_name("context"))
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": component_name("context"),
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    (cpu,) = hpa["spec"]["metrics"]
+    assert cpu["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 70},
+    }
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert "replicas" not in named(manifests, "Deployment", component_name("context"))["spec"]
+    pdb = named(manifests, "PodDisruptionBudget", component_name("context"))
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # Without autoscaling: a fixed count, as for state_svc.
+    fixed = render_ci(
+        "default-values.yaml", {"context.autoscaling.enabled": False, "context.replicaCount": 3}
+    )
+    hpas = {h["metadata"]["name"] for h in of_kind(fixed, "HorizontalPodAutoscaler")}
+    assert hpas == {component_name("agent")}
+    assert named(fixed, "Deployment", component_name("context"))["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize(
+    "set_values",
+    [
+        {"context.persistence": {"type": "pvc"}},
+        {"context.persistence": {"type": "emptyDir", "emptyDirSizeLimit": "4Gi"}},
+        {"context.persistence": {"existingClaim": "context-index"}},
+    ],
+    ids=["pvc", "emptyDir", "existingClaim"],
+)
+def test_the_removed_persistence_values_say_what_to_do(set_values: dict[str, Any]) -> None:
+    with pytest.raises(RenderError) as failure:
+        render_ci("default-values.yaml", set_values)
+    (problem,) = _problems(failure.value)
+    assert problem.startswith("context.persistence was removed: ")
+    assert "Delete context.persistence from your values" in problem
+    assert "its emptyDirSizeLimit is now context.index.sizeLimit" in problem
+    claim = component_name("context")
+    assert f"kubectl -n {helm.NAMESPACE} delete pvc {claim}" in problem
 
 
 def test_a_generated_key_gives_every_workload_the_same_secrets_checksum() -> None:
@@ -1029,3 +1075,12 @@ def test_notes_need_only_kubectl_and_grpcurl(
     for secret in SECRETS.values():
         assert secret not in notes
         assert base64.b64encode(secret.encode()).decode() not in notes
+
+
+def test_notes_name_context_replicas_not_a_volume(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path, {}, "default-values.yaml")
+    (line,) = [x for x in notes.splitlines() if x.startswith("context_svc:")]
+    assert line == (
+        f"context_svc: {component_name('context')}:50052 (2 to 6 replicas, hpa; each rebuilds"
+        " its index from state_svc)"
+    )

@@ -466,9 +466,9 @@ def test_uninstall_leaves_no_workload_and_keeps_the_data_claims(cluster_run: Clu
     )["items"]:  # fmt: skip
         assert time.monotonic() < deadline, [i["metadata"]["name"] for i in left]
         time.sleep(1)
-    # The documented policy: context_svc's claim (knowledge and facts) is kept by
-    # helm.sh/resource-policy, the development MongoDB's by its StatefulSet.
+    # The development MongoDB's claim is kept by its StatefulSet; context_svc has none (its
+    # index is a cache on an emptyDir, rebuilt from state_svc).
     claims = sorted(
         c["metadata"]["name"] for c in cluster.kubectl_json("get", "pvc", "-n", NAMESPACE)["items"]
     )
-    assert claims == sorted([f"{FULLNAME}-context", f"data-{FULLNAME}-mongodb-0"])
+    assert claims == [f"data-{FULLNAME}-mongodb-0"]

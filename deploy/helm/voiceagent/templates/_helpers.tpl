@@ -164,14 +164,15 @@ seccompProfile:
 {{- end -}}
 
 {{/* Subject -> grant, as JSON, for the services' AUTH_GRANTS: the agent's tenant and the
-     scopes it uses, context_svc's feed, recovery_svc's reads and claims in the agent's
-     tenant, then the operator's own (auth.serviceAccount.grants). */}}
+     scopes it uses, context_svc's feed, shared vectors and knowledge (platform scopes),
+     recovery_svc's reads and claims in the agent's tenant, then the operator's own
+     (auth.serviceAccount.grants). */}}
 {{- define "voiceagent.authGrants" -}}
 {{- $grants := dict -}}
 {{- $agent := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "agent") -}}
 {{- $_ := set $grants $agent (dict "tenant" .Values.agent.tenant "scopes" (list "state.read" "state.write" "context.read")) -}}
 {{- $context := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "context") -}}
-{{- $_ := set $grants $context (dict "tenant" "context_svc" "scopes" (list "state.read" "state.feed" "state.index")) -}}
+{{- $_ := set $grants $context (dict "tenant" "context_svc" "scopes" (list "state.read" "state.feed" "state.index" "state.knowledge")) -}}
 {{- if include "voiceagent.recoveryEnabled" . -}}
 {{- $recovery := include "voiceagent.serviceAccountSubject" (dict "ctx" . "component" "recovery") -}}
 {{- $_ := set $grants $recovery (dict "tenant" .Values.agent.tenant "scopes" (list "state.read" "state.write")) -}}
@@ -568,6 +569,9 @@ spec:
 {{- $kube := .Capabilities.KubeVersion.Version -}}
 {{- if semverCompare ">=1.21.0-0 <1.30.0-0" $kube }}
 {{- $problems = append $problems (printf "Kubernetes %s: the chart needs 1.30 or newer (the agent's preStop hook is a sleep action)" $kube) -}}
+{{- end }}
+{{- if hasKey $v.context "persistence" }}
+{{- $problems = append $problems (printf "context.persistence was removed: context_svc's index is now a cache each replica rebuilds from state_svc, always on an emptyDir, and context_svc scales like state_svc (context.replicaCount, context.autoscaling). Delete context.persistence from your values; its emptyDirSizeLimit is now context.index.sizeLimit. A claim an earlier release created (%s, kept by helm) is no longer mounted: delete it (kubectl -n %s delete pvc %s) when you no longer need its data" (include "voiceagent.componentName" (dict "ctx" . "component" "context")) $ns (include "voiceagent.componentName" (dict "ctx" . "component" "context"))) -}}
 {{- end }}
 {{- if $v.state.enabled }}
 {{- if not (or $v.mongodb.uri $v.mongodb.existingSecret $v.mongodb.dev.enabled) }}
