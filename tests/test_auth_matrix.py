@@ -27,7 +27,14 @@ from voiceagent_backbone.servicekit import auth
 from voiceagent_backbone.state_svc import service as state_service
 
 AUDIENCE = "voiceagent-test"
-STATE_SCOPES = ("state.read", "state.write", "state.admin", "state.feed", "state.index")
+STATE_SCOPES = (
+    "state.read",
+    "state.write",
+    "state.admin",
+    "state.feed",
+    "state.index",
+    "state.knowledge",
+)
 CONTEXT_SCOPES = ("context.read", "context.write", "context.admin")
 AUTH_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
@@ -169,6 +176,28 @@ async def test_every_credential_gets_the_expected_code(services: Services, metho
     code, answers = await call(channel, method, token(key, "tenant-a", " ".join(others)))
     assert code == grpc.StatusCode.PERMISSION_DENIED, (others, code)
     assert not answers
+
+
+KNOWLEDGE_METHODS = [m for m in STATE_METHODS if m.required == "state.knowledge"]
+
+
+@pytest.mark.parametrize(
+    "method", KNOWLEDGE_METHODS, ids=[m.full_name.rsplit("/", 1)[1] for m in KNOWLEDGE_METHODS]
+)
+async def test_knowledge_needs_its_platform_scope(services: Services, method: Method) -> None:
+    """The tenant is named in the request: a tenant's token, even its admin's with the other
+    platform scopes, reaches no tenant's knowledge; state.knowledge alone does."""
+    assert len(KNOWLEDGE_METHODS) == 7
+    others = " ".join(s for s in STATE_SCOPES if s != "state.knowledge")
+    code, answers = await call(
+        services.state_channel, method, token(services.key, "tenant-a", others)
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert not answers
+    code, _ = await call(
+        services.state_channel, method, token(services.key, "platform", "state.knowledge")
+    )
+    assert code not in AUTH_CODES | NEVER, code
 
 
 async def test_another_tenant_gets_nothing_of_tenant_a(services: Services) -> None:

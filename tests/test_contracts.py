@@ -37,3 +37,30 @@ def test_embeddings_need_the_platform_index_scope() -> None:
         assert state_service.SCOPES[prefix + method] == "state.index"
     # Every tenant's vectors: a tenant's own admin does not reach them.
     assert not tenant_admin.allows("state.index")
+
+
+def test_knowledge_needs_the_platform_knowledge_scope() -> None:
+    from voiceagent_backbone.servicekit.auth import Principal
+
+    prefix = f"/{state_service.SERVICE.full_name}/"
+    methods = [
+        m.name
+        for m in state_service.SERVICE.methods
+        if m.name.endswith(("Document", "Documents", "Facts", "Fact"))
+    ]
+    assert sorted(methods) == sorted(
+        [
+            "PutDocument",
+            "GetDocument",
+            "ListDocuments",
+            "DeleteDocument",
+            "PutFacts",
+            "ListFacts",
+            "DeleteFact",
+        ]
+    )
+    for method in methods:
+        assert state_service.SCOPES[prefix + method] == "state.knowledge"
+    # The tenant is named in the request: a tenant's own admin must not reach the others.
+    tenant_admin = Principal("tenant-a", "", frozenset({"state.admin"}))
+    assert not tenant_admin.allows("state.knowledge")

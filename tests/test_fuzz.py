@@ -37,6 +37,7 @@ SCOPES = [
     "state.admin",
     "state.feed",
     "state.index",
+    "state.knowledge",
     "context.read",
     "context.write",
     "context.admin",

@@ -765,6 +765,11 @@ def vec(seed: int) -> bytes:
     return bytes([seed % 256]) * 16
 
 
+async def _conversation(state: StateHandle, tenant: str = "tenant-a") -> str:
+    """A conversation to own vectors: a key of one that does not exist is gone."""
+    return (await new_conversation(state, tenant=tenant)).conversation_id
+
+
 def _index_md(state: StateHandle) -> tuple[tuple[str, str], ...]:
     # The indexer's own token: a platform scope, whatever its tenant.
     return state.metadata("platform", INDEX)
@@ -816,7 +821,8 @@ async def _list(
 
 
 async def test_embeddings_claim_put_get_list_round_trip(state: StateHandle) -> None:
-    keys = [ekey(f"e{i}") for i in range(3)]
+    c1 = await _conversation(state)
+    keys = [ekey(f"e{i}", c1) for i in range(3)]
     first = await _claim(state, keys, "replica-1")
     assert all(c.owned and not c.vector for c in first)
     assert all(c.held_until.ToDatetime(tzinfo=UTC) > datetime.now(UTC) for c in first)
@@ -826,9 +832,9 @@ async def test_embeddings_claim_put_get_list_round_trip(state: StateHandle) -> N
     assert [c.held_until for c in other] == [c.held_until for c in first]
 
     assert await _put(state, [(k, vec(i)) for i, k in enumerate(keys)], "replica-1") == [False] * 3
-    assert await _get(state, [*keys, ekey("never")]) == {f"e{i}": vec(i) for i in range(3)}
+    assert await _get(state, [*keys, ekey("never", c1)]) == {f"e{i}": vec(i) for i in range(3)}
     # Stored: every claimer gets the vector back, nobody owns it.
-    again = await _claim(state, [*keys, ekey("e3")], "replica-2")
+    again = await _claim(state, [*keys, ekey("e3", c1)], "replica-2")
     assert [c.vector for c in again[:3]] == [vec(i) for i in range(3)]
     assert not any(c.owned for c in again[:3])
     assert again[3].owned
@@ -851,8 +857,27 @@ async def test_embeddings_claim_put_get_list_round_trip(state: StateHandle) -> N
 
 
 async def test_list_embeddings_pages_every_tenant_in_order_and_resumes(state: StateHandle) -> None:
+    # Owners of every kind in two tenants: conversations and documents that exist.
+    owner_ids: dict[tuple[str, int, int], str] = {}
+    for tenant in ("t0", "t1"):
+        for n in range(3):
+            owner_ids[tenant, pb.EMBEDDING_OWNER_CONVERSATION, n] = await _conversation(
+                state, tenant
+            )
+            owner_ids[tenant, pb.EMBEDDING_OWNER_USER, n] = f"o{n}"
+            owner_ids[tenant, pb.EMBEDDING_OWNER_DOCUMENT, n] = await _document(
+                state, f"o{n}", tenant
+            )
     items = [
-        (ekey(f"i{i:02d}", owner_id=f"o{i % 3}", tenant=f"t{i % 2}", owner=1 + i % 3), vec(i))
+        (
+            ekey(
+                f"i{i:02d}",
+                owner_id=owner_ids[f"t{i % 2}", 1 + i % 3, i % 3],
+                tenant=f"t{i % 2}",
+                owner=1 + i % 3,
+            ),
+            vec(i),
+        )
         for i in range(25)
     ]
     await _put(state, items)
@@ -888,7 +913,8 @@ async def test_list_embeddings_pages_every_tenant_in_order_and_resumes(state: St
 async def test_concurrent_claimers_on_two_replicas_own_each_key_once(
     state: StateHandle, jwt_key: str
 ) -> None:
-    keys = [ekey(f"race{i}", owner_id=f"c{i % 4}") for i in range(40)]
+    conversations = [await _conversation(state) for _ in range(4)]
+    keys = [ekey(f"race{i}", owner_id=conversations[i % 4]) for i in range(40)]
     async with running_state(state.settings, jwt_key) as other:
         rounds = await asyncio.gather(
             _claim(state, keys, "replica-1"),
@@ -909,7 +935,7 @@ async def test_concurrent_claimers_on_two_replicas_own_each_key_once(
 async def test_expired_claim_is_taken_over_and_the_holder_may_claim_again(
     state: StateHandle,
 ) -> None:
-    key = ekey("slow")
+    key = ekey("slow", await _conversation(state))
     (short,) = await _claim(state, [key], "crashed-replica", lease_ms=1)
     assert short.owned
     await asyncio.sleep(0.05)
@@ -927,11 +953,12 @@ async def test_put_needs_no_claim_and_a_second_put_keeps_the_first_vector(
     state: StateHandle,
 ) -> None:
     key = ekey("fact-1", owner_id="ana", owner=pb.EMBEDDING_OWNER_USER)
+    c1 = await _conversation(state)
     assert await _put(state, [(key, vec(1))], "replica-1") == [False]
-    assert await _put(state, [(key, vec(2)), (ekey("x"), vec(3))], "replica-2") == [True, False]
+    assert await _put(state, [(key, vec(2)), (ekey("x", c1), vec(3))], "replica-2") == [True, False]
     assert await _get(state, [key]) == {"fact-1": vec(1)}
     # A put over another holder's live claim stores the vector: the claim is over.
-    claimed = ekey("claimed")
+    claimed = ekey("claimed", c1)
     assert (await _claim(state, [claimed], "replica-1"))[0].owned
     assert await _put(state, [(claimed, vec(4))], "replica-2") == [False]
     (after,) = await _claim(state, [claimed], "replica-1")
@@ -973,6 +1000,7 @@ async def test_deleting_a_user_deletes_their_vectors_only(state: StateHandle) ->
         metadata=state.metadata("tenant-b"),
     )
     user, doc = pb.EMBEDDING_OWNER_USER, pb.EMBEDDING_OWNER_DOCUMENT
+    await _document(state, "gone")
     removed = [
         ekey("e1", gone[0]),
         ekey("e2", gone[0]),
@@ -1019,3 +1047,409 @@ async def test_retention_removes_a_conversations_vectors(state: StateHandle) -> 
     assert await _get(state, old_keys) == {}
     # A user's facts outlive one conversation; another tenant's vectors stay.
     assert sorted(await _get(state, [user_key, other_key])) == ["f1", "k1"]
+
+
+# -- knowledge documents and user facts ------------------------------------------------
+
+KNOWLEDGE = "state.knowledge"
+
+
+def _knowledge_md(state: StateHandle) -> tuple[tuple[str, str], ...]:
+    # context_svc's own token: a platform scope, the tenant named in each request.
+    return state.metadata("platform", KNOWLEDGE)
+
+
+async def _put_document(
+    state: StateHandle,
+    document_id: str,
+    tenant: str = "tenant-a",
+    text: str = "Opening hours: 9 to 5.",
+    title: str = "",
+    metadata: dict[str, str] | None = None,
+) -> pb.KnowledgeDocument:
+    document = pb.KnowledgeDocument(document_id=document_id, title=title, text=text)
+    if metadata:
+        document.metadata.update(metadata)
+    reply = await state.stub().PutDocument(
+        pb.PutDocumentRequest(tenant_id=tenant, document=document), metadata=_knowledge_md(state)
+    )
+    stored: pb.KnowledgeDocument = reply.document
+    return stored
+
+
+async def _document(state: StateHandle, document_id: str, tenant: str = "tenant-a") -> str:
+    """A document to own vectors."""
+    await _put_document(state, document_id, tenant)
+    return document_id
+
+
+async def _get_document(
+    state: StateHandle, document_id: str, tenant: str = "tenant-a"
+) -> pb.KnowledgeDocument:
+    reply = await state.stub().GetDocument(
+        pb.GetDocumentRequest(tenant_id=tenant, document_id=document_id),
+        metadata=_knowledge_md(state),
+    )
+    document: pb.KnowledgeDocument = reply.document
+    return document
+
+
+async def _list_documents(
+    state: StateHandle, tenant: str = "tenant-a", page_size: int = 0, token: str = ""
+) -> pb.ListDocumentsResponse:
+    reply: pb.ListDocumentsResponse = await state.stub().ListDocuments(
+        pb.ListDocumentsRequest(tenant_id=tenant, page_size=page_size, page_token=token),
+        metadata=_knowledge_md(state),
+    )
+    return reply
+
+
+async def _delete_document(state: StateHandle, document_id: str, tenant: str = "tenant-a") -> bool:
+    reply = await state.stub().DeleteDocument(
+        pb.DeleteDocumentRequest(tenant_id=tenant, document_id=document_id),
+        metadata=_knowledge_md(state),
+    )
+    return bool(reply.deleted)
+
+
+def fact(fact_id: str, text: str, model: str = "", vector: bytes = b"") -> pb.UserFact:
+    return pb.UserFact(fact_id=fact_id, text=text, embedding_model=model, vector=vector)
+
+
+async def _put_facts(
+    state: StateHandle, user: str, facts: list[pb.UserFact], tenant: str = "tenant-a"
+) -> list[pb.UserFact]:
+    reply = await state.stub().PutFacts(
+        pb.PutFactsRequest(tenant_id=tenant, user_id=user, facts=facts),
+        metadata=_knowledge_md(state),
+    )
+    return list(reply.facts)
+
+
+async def _list_facts(state: StateHandle, user: str, tenant: str = "tenant-a") -> list[pb.UserFact]:
+    reply = await state.stub().ListFacts(
+        pb.ListFactsRequest(tenant_id=tenant, user_id=user), metadata=_knowledge_md(state)
+    )
+    return list(reply.facts)
+
+
+async def _delete_fact(
+    state: StateHandle, user: str, fact_id: str, tenant: str = "tenant-a"
+) -> bool:
+    reply = await state.stub().DeleteFact(
+        pb.DeleteFactRequest(tenant_id=tenant, user_id=user, fact_id=fact_id),
+        metadata=_knowledge_md(state),
+    )
+    return bool(reply.deleted)
+
+
+def _us(value: object) -> int:
+    return value.ToMicroseconds()  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_documents_put_get_replace_delete(state: StateHandle) -> None:
+    text = "Öffnungszeiten: 9 bis 17 Uhr, 東京"
+    first = await _put_document(state, "hours", text=text, title="Hours", metadata={"lang": "de"})
+    # The answer is the stored version without its text (the caller has it).
+    assert (first.document_id, first.title, first.text) == ("hours", "Hours", "")
+    assert first.text_bytes == len(text.encode())
+    assert dict(first.metadata) == {"lang": "de"}
+    got = await _get_document(state, "hours")
+    assert (got.text, got.title, got.text_bytes) == (text, "Hours", len(text.encode()))
+    assert got.stored_at == first.stored_at
+    assert abs(_us(first.stored_at) - datetime.now(UTC).timestamp() * 1e6) < 60e6
+
+    # Replaced: the new version, with a later stored_at, every time.
+    stamps = [_us(first.stored_at)]
+    for i in range(3):
+        again = await _put_document(state, "hours", text=f"version {i}")
+        stamps.append(_us(again.stored_at))
+    assert stamps == sorted(set(stamps))
+    got = await _get_document(state, "hours")
+    assert (got.text, got.title, dict(got.metadata)) == ("version 2", "", {})
+    assert _us(got.stored_at) == stamps[-1]
+
+    assert await _delete_document(state, "hours")
+    missing = await rpc_error(_get_document(state, "hours"))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    assert not await _delete_document(state, "hours")
+    # Stored again after its deletion: a document anew.
+    await _put_document(state, "hours", text="back")
+    assert (await _get_document(state, "hours")).text == "back"
+
+
+async def test_concurrent_puts_of_a_document_get_distinct_versions(state: StateHandle) -> None:
+    replies = await asyncio.gather(
+        *(_put_document(state, "busy", text=f"writer {i}") for i in range(12))
+    )
+    stamps = [_us(r.stored_at) for r in replies]
+    assert len(set(stamps)) == len(stamps)
+    # The version kept is the one stamped last.
+    latest = await _get_document(state, "busy")
+    assert _us(latest.stored_at) == max(stamps)
+    assert latest.text == f"writer {stamps.index(max(stamps))}"
+
+
+async def test_list_documents_by_id_without_text_with_paging(state: StateHandle) -> None:
+    ids = ["a", "b/1", "b/2", "c", "zé", "é"]
+    for n, document_id in enumerate(reversed(ids)):
+        await _put_document(state, document_id, text="x" * (n + 1), title=f"t-{document_id}")
+    await _put_document(state, "other-tenant", tenant="tenant-b")
+    seen: list[pb.KnowledgeDocument] = []
+    token, pages = "", 0
+    while True:
+        page = await _list_documents(state, page_size=4, token=token)
+        seen += page.documents
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == 2
+    assert [d.document_id for d in seen] == sorted(ids)
+    assert all(d.text == "" and d.text_bytes > 0 and d.HasField("stored_at") for d in seen)
+    assert {d.document_id: d.title for d in seen} == {i: f"t-{i}" for i in ids}
+    everything = await _list_documents(state)
+    assert [d.document_id for d in everything.documents] == sorted(ids)
+    assert everything.next_page_token == ""
+    # A token is the tenant's: another tenant's listing refuses it.
+    first = await _list_documents(state, page_size=1)
+    wrong = await rpc_error(_list_documents(state, tenant="tenant-b", token=first.next_page_token))
+    assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(wrong) == ["page_token"]
+    assert [d.document_id for d in (await _list_documents(state, "tenant-b")).documents] == [
+        "other-tenant"
+    ]
+    assert list((await _list_documents(state, "tenant-none")).documents) == []
+
+
+async def test_facts_upsert_by_id_list_and_delete(state: StateHandle) -> None:
+    vector = bytes(range(16))
+    stored = await _put_facts(
+        state, "ana", [fact("f2", "likes tea", "m1", vector), fact("f1", "lives in Lyon")]
+    )
+    assert [(f.fact_id, f.text, f.embedding_model, f.vector) for f in stored] == [
+        ("f2", "likes tea", "m1", vector),
+        ("f1", "lives in Lyon", "", b""),
+    ]
+    assert all(f.HasField("updated_at") for f in stored)
+    listed = await _list_facts(state, "ana")
+    assert [(f.fact_id, f.text, f.vector) for f in listed] == [
+        ("f1", "lives in Lyon", b""),
+        ("f2", "likes tea", vector),
+    ]
+    await asyncio.sleep(0.005)
+    # f1 unchanged keeps its updated_at; f2 replaced and f3 new get a new one.
+    again = await _put_facts(
+        state, "ana", [fact("f1", "lives in Lyon"), fact("f2", "prefers coffee"), fact("f3", "x")]
+    )
+    times = {f.fact_id: _us(f.updated_at) for f in again}
+    before = {f.fact_id: _us(f.updated_at) for f in listed}
+    assert times["f1"] == before["f1"]
+    assert times["f2"] > before["f2"]
+    assert times["f3"] == times["f2"]
+    listed = await _list_facts(state, "ana")
+    assert [(f.fact_id, f.text, f.embedding_model) for f in listed] == [
+        ("f1", "lives in Lyon", ""),
+        ("f2", "prefers coffee", ""),
+        ("f3", "x", ""),
+    ]
+    assert await _delete_fact(state, "ana", "f2")
+    assert not await _delete_fact(state, "ana", "f2")
+    assert not await _delete_fact(state, "nobody", "f1")
+    assert [f.fact_id for f in await _list_facts(state, "ana")] == ["f1", "f3"]
+    assert await _list_facts(state, "nobody") == []
+
+
+async def test_another_tenants_knowledge_is_like_none(state: StateHandle) -> None:
+    await _put_document(state, "secret-doc", text="secret of a")
+    await _put_facts(state, "ana", [fact("f1", "secret fact of a")])
+    b = "tenant-b"
+    missing = await rpc_error(_get_document(state, "secret-doc", tenant=b))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    assert not await _delete_document(state, "secret-doc", tenant=b)
+    assert not await _delete_fact(state, "ana", "f1", tenant=b)
+    assert await _list_facts(state, "ana", tenant=b) == []
+    assert list((await _list_documents(state, b)).documents) == []
+    # The same ids in tenant b are b's own; a's stay as they were.
+    await _put_document(state, "secret-doc", tenant=b, text="b's")
+    await _put_facts(state, "ana", [fact("f1", "b's fact")], tenant=b)
+    assert (await _get_document(state, "secret-doc")).text == "secret of a"
+    assert (await _get_document(state, "secret-doc", tenant=b)).text == "b's"
+    assert [f.text for f in await _list_facts(state, "ana")] == ["secret fact of a"]
+    assert [f.text for f in await _list_facts(state, "ana", tenant=b)] == ["b's fact"]
+
+
+async def test_fact_limits_are_failed_precondition(state: StateHandle, jwt_key: str) -> None:
+    settings = state.settings.model_copy(
+        update={"max_facts_per_user": 5, "max_message_bytes": 200_000, "max_document_bytes": 1000}
+    )
+    async with running_state(settings, jwt_key) as small:
+        await _put_facts(small, "ana", [fact(f"f{i}", f"fact {i}") for i in range(5)])
+        over = await rpc_error(_put_facts(small, "ana", [fact("f0", "new"), fact("f9", "one")]))
+        assert over.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "STATE_MAX_FACTS_PER_USER" in (over.details() or "")
+        # Nothing of the refused put was stored; replacing within the limit is fine.
+        assert [f.text for f in await _list_facts(small, "ana")] == [f"fact {i}" for i in range(5)]
+        await _put_facts(small, "ana", [fact("f0", "replaced")])
+        # Every fact of a user is answered in one ListFacts reply (here about 134 KB): four
+        # of the largest facts fit, a fifth does not.
+        big, vector = "\U0001f600" * 4096, b"v" * 16384  # 16 KiB of text, 16 KiB of vector
+        await _put_facts(small, "bo", [fact(f"b{i}", big, "m", vector) for i in range(4)])
+        full = await rpc_error(_put_facts(small, "bo", [fact("b4", big, "m", vector)]))
+        assert full.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "ListFacts" in (full.details() or "")
+        assert len(await _list_facts(small, "bo")) == 4
+
+
+async def test_knowledge_changes_are_on_the_feed_in_order(state: StateHandle) -> None:
+    cid = await _conversation(state)
+    _, cursor = await _drain(state, tenant="ops", all_tenants=True)
+    stub, md = state.stub(), state.metadata()
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=cid, events=[event(text="before")]), metadata=md
+    )
+    await _put_document(state, "d1")
+    await _put_facts(state, "ana", [fact("f1", "one")])
+    await _put_facts(state, "ana", [fact("f1", "one")])  # unchanged: nothing to announce
+    assert await _delete_fact(state, "ana", "f1")
+    assert not await _delete_fact(state, "ana", "f1")
+    assert await _delete_document(state, "d1")
+    assert not await _delete_document(state, "d1")
+    await _put_document(state, "d2", tenant="tenant-b")
+    await stub.AppendEvents(
+        pb.AppendEventsRequest(conversation_id=cid, events=[event(text="after")]), metadata=md
+    )
+    changes, _ = await _drain(state, cursor, tenant="ops", all_tenants=True)
+
+    def described(c: pb.Change) -> tuple[str, ...]:
+        kind = c.WhichOneof("change")
+        if kind == "event":
+            return ("event", c.event.text)
+        assert kind == "knowledge", kind
+        k = c.knowledge
+        return ("knowledge", k.tenant_id, k.document_id, k.user_id)
+
+    assert [described(c) for c in changes] == [
+        ("event", "before"),
+        ("knowledge", "tenant-a", "d1", ""),
+        ("knowledge", "tenant-a", "", "ana"),
+        ("knowledge", "tenant-a", "", "ana"),
+        ("knowledge", "tenant-a", "d1", ""),
+        ("knowledge", "tenant-b", "d2", ""),
+        ("event", "after"),
+    ]
+    # A tenant's own feed has its own knowledge changes only.
+    only_b, _ = await _drain(state, cursor, tenant="tenant-b")
+    assert [described(c) for c in only_b] == [("knowledge", "tenant-b", "d2", "")]
+
+
+async def test_deleting_a_document_deletes_its_vectors(state: StateHandle) -> None:
+    doc = pb.EMBEDDING_OWNER_DOCUMENT
+    for tenant, document_id in (
+        ("tenant-a", "manual"),
+        ("tenant-a", "faq"),
+        ("tenant-b", "manual"),
+    ):
+        await _put_document(state, document_id, tenant)
+    removed = [ekey(f"p{i}", "manual", doc) for i in range(3)]
+    kept = [ekey("p9", "faq", doc), ekey("p0", "manual", doc, tenant="tenant-b")]
+    await _put(state, [(k, vec(i)) for i, k in enumerate(removed + kept)])
+    assert await _delete_document(state, "manual")
+    assert await _get(state, removed) == {}
+    assert sorted(await _get(state, kept)) == ["p0", "p9"]
+
+
+async def test_user_deletion_removes_facts_and_export_includes_them(state: StateHandle) -> None:
+    stub, md = state.stub(), state.metadata()
+    await stub.UpsertUser(pb.UpsertUserRequest(user=pb.UserProfile(user_id="gone")), metadata=md)
+    await _put_facts(state, "gone", [fact("f2", "two", "m", b"v" * 8), fact("f1", "one")])
+    await _put_facts(state, "gone", [fact("f1", "b's")], tenant="tenant-b")
+    await _put_facts(state, "stays", [fact("f1", "mine")])
+    exported = [
+        item
+        async for item in stub.ExportUserData(pb.ExportUserDataRequest(user_id="gone"), metadata=md)
+    ]
+    assert [i.WhichOneof("item") for i in exported] == ["user", "fact", "fact"]
+    # The facts as the user stated them, without the vectors computed from them.
+    assert [(i.fact.fact_id, i.fact.text, i.fact.vector) for i in exported[1:]] == [
+        ("f1", "one", b""),
+        ("f2", "two", b""),
+    ]
+    _, cursor = await _drain(state)
+    deleted = await stub.DeleteUserData(pb.DeleteUserDataRequest(user_id="gone"), metadata=md)
+    assert (deleted.facts_deleted, deleted.profile_deleted) == (2, True)
+    assert await _list_facts(state, "gone") == []
+    assert [f.text for f in await _list_facts(state, "gone", tenant="tenant-b")] == ["b's"]
+    assert [f.text for f in await _list_facts(state, "stays")] == ["mine"]
+    # The Deletion names the user: readers drop the user's facts on it.
+    changes, _ = await _drain(state, cursor)
+    assert [c.WhichOneof("change") for c in changes] == ["deletion"]
+    assert changes[0].deletion.user_id == "gone"
+
+
+async def test_vectors_of_deleted_owners_are_neither_claimed_nor_stored(
+    state: StateHandle,
+) -> None:
+    """A replica behind the feed claims and puts vectors of a conversation (or document)
+    already deleted: they are dropped instead of staying for ever."""
+    stub, md = state.stub(), state.metadata()
+    deleted_cid = (await new_conversation(state, user_ids=("leaver",))).conversation_id
+    live_cid = await _conversation(state)
+    await _put_document(state, "old-doc")
+    await stub.DeleteUserData(pb.DeleteUserDataRequest(user_id="leaver"), metadata=md)
+    assert await _delete_document(state, "old-doc")
+    doc = pb.EMBEDDING_OWNER_DOCUMENT
+    gone = [
+        ekey("e1", deleted_cid),
+        ekey("p1", "old-doc", doc),
+        ekey("e2", uuid7()),  # never existed
+        ekey("e3", live_cid, tenant="tenant-b"),  # the id exists in another tenant only
+    ]
+    live = [ekey("e4", live_cid), ekey("f1", "leaver", pb.EMBEDDING_OWNER_USER)]
+    claims = await _claim(state, gone + live, "lagging-replica")
+    assert [c.gone for c in claims] == [True] * 4 + [False] * 2
+    # Owned as well: a client that predates `gone` computes the vector, never waits.
+    assert all(c.owned and not c.vector for c in claims)
+    reply = await stub.PutEmbeddings(
+        pb.PutEmbeddingsRequest(
+            model=MODEL, embeddings=[pb.Embedding(key=k, vector=vec(1)) for k in gone + live]
+        ),
+        metadata=_index_md(state),
+    )
+    assert [(r.dropped, r.duplicate) for r in reply.results] == [(True, False)] * 4 + [
+        (False, False)
+    ] * 2
+    assert sorted(await _get(state, gone + live)) == ["e4", "f1"]
+    listed = [e.key.item_id for p in await _list(state) for e in p.embeddings]
+    assert sorted(listed) == ["e4", "f1"]
+
+
+async def test_knowledge_calls_are_platform_calls(state: StateHandle) -> None:
+    stub = state.stub()
+    # Everything a tenant may hold, even its admin and the other platform scopes: not enough.
+    md = state.metadata("tenant-a", "state.read state.write state.admin state.feed state.index")
+    calls = [
+        stub.PutDocument(
+            pb.PutDocumentRequest(
+                tenant_id="tenant-a", document=pb.KnowledgeDocument(document_id="d")
+            ),
+            metadata=md,
+        ),
+        stub.GetDocument(pb.GetDocumentRequest(tenant_id="tenant-a", document_id="d"), metadata=md),
+        stub.ListDocuments(pb.ListDocumentsRequest(tenant_id="tenant-a"), metadata=md),
+        stub.DeleteDocument(
+            pb.DeleteDocumentRequest(tenant_id="tenant-a", document_id="d"), metadata=md
+        ),
+        stub.PutFacts(
+            pb.PutFactsRequest(tenant_id="tenant-a", user_id="u", facts=[fact("f", "t")]),
+            metadata=md,
+        ),
+        stub.ListFacts(pb.ListFactsRequest(tenant_id="tenant-a", user_id="u"), metadata=md),
+        stub.DeleteFact(
+            pb.DeleteFactRequest(tenant_id="tenant-a", user_id="u", fact_id="f"), metadata=md
+        ),
+    ]
+    for call in calls:
+        denied = await rpc_error(call)
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert KNOWLEDGE in (denied.details() or "")

@@ -353,3 +353,32 @@ async def test_mongodb_database_of_schema_1_is_upgraded_by_replicas_at_once(
         cleanup = MongoStore(mongo.uri, database)
         await cleanup.drop_database()
         await cleanup.close()
+
+
+async def test_sqlite_database_of_schema_2_gains_the_knowledge_tables(tmp_path: Path) -> None:
+    """Schema 3 only added tables: a schema 2 file keeps its data and gains them; an older
+    build then refuses the file (its DeleteUserData would leave the facts behind)."""
+    from voiceagent_backbone.state_svc.model import FactLimits, KnowledgeDocument, UserFact
+
+    path = tmp_path / "state.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.create_conversation(conversation(A, "room-a"))
+    await store.close()
+    with sqlite3.connect(path) as conn:  # as schema 2 left it
+        conn.execute("DROP TABLE documents")
+        conn.execute("DROP TABLE facts")
+        conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.get_conversation(A, CID) is not None
+        now = utcnow()
+        await store.put_document(A, KnowledgeDocument("d1", "", "text", {}), now)
+        await store.put_facts(A, "ana", [UserFact("f1", "likes tea")], now, FactLimits(10, 10**6))
+        assert [f.fact_id for f in await store.list_facts(A, "ana")] == ["f1"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert version == str(SCHEMA_VERSION) == "3"

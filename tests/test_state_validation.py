@@ -82,6 +82,26 @@ def put_no_key() -> pb.PutEmbeddingsRequest:
     return pb.PutEmbeddingsRequest(model="m", embeddings=[pb.Embedding(vector=b"1")])
 
 
+def put_document(tenant_id: str = "tenant-a", **fields: Any) -> pb.PutDocumentRequest:
+    values: dict[str, Any] = {"document_id": "d1", "text": "some text"}
+    return pb.PutDocumentRequest(
+        tenant_id=tenant_id, document=pb.KnowledgeDocument(**{**values, **fields})
+    )
+
+
+def put_facts(facts: list[pb.UserFact] | None = None, **fields: Any) -> pb.PutFactsRequest:
+    values: dict[str, Any] = {
+        "tenant_id": "tenant-a",
+        "user_id": "ana",
+        "facts": facts if facts is not None else [a_fact()],
+    }
+    return pb.PutFactsRequest(**{**values, **fields})
+
+
+def a_fact(**fields: Any) -> pb.UserFact:
+    return pb.UserFact(**{"fact_id": "f1", "text": "likes tea", **fields})
+
+
 CASES: list[tuple[str, str, Any, str]] = [
     # (case id, method, request, field named)
     ("room empty", "CreateConversation", pb.CreateConversationRequest(), "room_name"),
@@ -374,6 +394,134 @@ CASES: list[tuple[str, str, Any, str]] = [
         ]
     ],
 ]
+
+
+KNOWLEDGE_CASES: list[tuple[str, str, Any, str]] = [
+    ("put doc no tenant", "PutDocument", put_document(tenant_id=""), "tenant_id"),
+    ("put doc tenant too long", "PutDocument", put_document(tenant_id="t" * 129), "tenant_id"),
+    ("put doc tenant control", "PutDocument", put_document(tenant_id="a\x1fb"), "tenant_id"),
+    (
+        "put doc missing",
+        "PutDocument",
+        pb.PutDocumentRequest(tenant_id="tenant-a"),
+        "document",
+    ),
+    ("put doc id empty", "PutDocument", put_document(document_id=""), "document.document_id"),
+    (
+        "put doc id too long",
+        "PutDocument",
+        put_document(document_id="d" * 129),
+        "document.document_id",
+    ),
+    ("put doc title too long", "PutDocument", put_document(title="t" * 513), "document.title"),
+    (
+        "put doc text too big",
+        "PutDocument",
+        put_document(text="x" * (512 * 1024 + 1)),
+        "document.text",
+    ),
+    (
+        "put doc metadata too big",
+        "PutDocument",
+        put_document(metadata=struct({"x": "y" * 17000})),
+        "document.metadata",
+    ),
+    (
+        "get doc id empty",
+        "GetDocument",
+        pb.GetDocumentRequest(tenant_id="tenant-a"),
+        "document_id",
+    ),
+    ("get doc no tenant", "GetDocument", pb.GetDocumentRequest(document_id="d"), "tenant_id"),
+    (
+        "delete doc id too long",
+        "DeleteDocument",
+        pb.DeleteDocumentRequest(tenant_id="tenant-a", document_id="d" * 129),
+        "document_id",
+    ),
+    ("list docs no tenant", "ListDocuments", pb.ListDocumentsRequest(), "tenant_id"),
+    (
+        "list docs page too big",
+        "ListDocuments",
+        pb.ListDocumentsRequest(tenant_id="tenant-a", page_size=1001),
+        "page_size",
+    ),
+    (
+        "list docs negative page",
+        "ListDocuments",
+        pb.ListDocumentsRequest(tenant_id="tenant-a", page_size=-1),
+        "page_size",
+    ),
+    (
+        "list docs forged token",
+        "ListDocuments",
+        pb.ListDocumentsRequest(tenant_id="tenant-a", page_token="abc.def"),
+        "page_token",
+    ),
+    ("put facts none", "PutFacts", put_facts([]), "facts"),
+    (
+        "put facts too many",
+        "PutFacts",
+        put_facts([a_fact(fact_id=f"f{i}") for i in range(101)]),
+        "facts",
+    ),
+    ("put facts no tenant", "PutFacts", put_facts(tenant_id=""), "tenant_id"),
+    ("put facts bad user", "PutFacts", put_facts(user_id="a b"), "user_id"),
+    ("put fact id empty", "PutFacts", put_facts([a_fact(fact_id="")]), "facts[0].fact_id"),
+    (
+        "put fact id too long",
+        "PutFacts",
+        put_facts([a_fact(fact_id="f" * 129)]),
+        "facts[0].fact_id",
+    ),
+    ("put fact id twice", "PutFacts", put_facts([a_fact(), a_fact()]), "facts[1].fact_id"),
+    ("put fact text empty", "PutFacts", put_facts([a_fact(text=" ")]), "facts[0].text"),
+    (
+        "put fact text too long",
+        "PutFacts",
+        put_facts([a_fact(text="é" * 4097)]),
+        "facts[0].text",
+    ),
+    (
+        "put fact model without vector",
+        "PutFacts",
+        put_facts([a_fact(embedding_model="m")]),
+        "facts[0].vector",
+    ),
+    (
+        "put fact vector without model",
+        "PutFacts",
+        put_facts([a_fact(vector=b"1234")]),
+        "facts[0].embedding_model",
+    ),
+    (
+        "put fact model too long",
+        "PutFacts",
+        put_facts([a_fact(embedding_model="m" * 129, vector=b"1234")]),
+        "facts[0].embedding_model",
+    ),
+    (
+        "put fact vector too big",
+        "PutFacts",
+        put_facts([a_fact(embedding_model="m", vector=b"v" * 16385)]),
+        "facts[0].vector",
+    ),
+    ("list facts no user", "ListFacts", pb.ListFactsRequest(tenant_id="tenant-a"), "user_id"),
+    ("list facts no tenant", "ListFacts", pb.ListFactsRequest(user_id="ana"), "tenant_id"),
+    (
+        "delete fact id empty",
+        "DeleteFact",
+        pb.DeleteFactRequest(tenant_id="tenant-a", user_id="ana"),
+        "fact_id",
+    ),
+    (
+        "delete fact bad user",
+        "DeleteFact",
+        pb.DeleteFactRequest(tenant_id="tenant-a", user_id="", fact_id="f"),
+        "user_id",
+    ),
+]
+CASES += [(f"knowledge: {case}", *rest) for case, *rest in KNOWLEDGE_CASES]
 
 
 async def invoke(state: StateHandle, method: str, request: Any) -> None:

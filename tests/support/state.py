@@ -22,7 +22,7 @@ from voiceagent_backbone.state_svc import service
 from voiceagent_backbone.state_svc.config import StateSettings
 from voiceagent_backbone.state_svc.domain import StateDomain
 
-ALL_SCOPES = "state.read state.write state.admin state.feed state.index"
+ALL_SCOPES = "state.read state.write state.admin state.feed state.index state.knowledge"
 
 
 @dataclass

@@ -121,21 +121,27 @@ class SharedVectors:
             )
             owned: list[int] = []
             held: list[int] = []
+            # Gone: its conversation or document was deleted (this replica is behind the
+            # feed, which brings the deletion next). Embedded for this batch, never put.
+            gone: list[int] = []
             for row, claim in zip(waiting, reply.claims, strict=True):
                 if claim.vector:
                     out[row] = np.frombuffer(claim.vector, dtype="<f4")
+                elif claim.gone:
+                    gone.append(row)
                 elif claim.owned:
                     owned.append(row)
                 else:
                     held.append(row)
             metrics.SHARED_VECTORS.labels(outcome="loaded").inc(
-                len(waiting) - len(owned) - len(held)
+                len(waiting) - len(owned) - len(held) - len(gone)
             )
-            if owned:
-                computed = await embed([texts[r] for r in owned])
-                out[owned] = computed
-                await self._put([keys[r] for r in owned], computed)
-                metrics.SHARED_VECTORS.labels(outcome="computed").inc(len(owned))
+            if owned or gone:
+                computed = await embed([texts[r] for r in owned + gone])
+                out[owned + gone] = computed
+                if owned:
+                    await self._put([keys[r] for r in owned], computed[: len(owned)])
+                metrics.SHARED_VECTORS.labels(outcome="computed").inc(len(owned) + len(gone))
             if held:
                 metrics.SHARED_VECTORS.labels(outcome="waited").inc(len(held))
                 await asyncio.sleep(_POLL_S)

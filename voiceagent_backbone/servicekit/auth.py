@@ -28,7 +28,7 @@ TENANT_CLAIM = "tenant"
 SCOPE_CLAIM = "scope"
 # Scopes that reach beyond the caller's tenant. They are granted by name only: a tenant's
 # `x.admin` administers that tenant and never implies them.
-PLATFORM_SCOPES = frozenset({"state.feed", "state.index"})
+PLATFORM_SCOPES = frozenset({"state.feed", "state.index", "state.knowledge"})
 # Every scope, platform ones included: the principal of a service running without auth.
 ALL = "*"
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from voiceagent_backbone.servicekit.config import ServiceSettings
+
+# What a document's message holds beside its text: metadata (16 KiB), title, ids, framing.
+DOCUMENT_HEADROOM_BYTES = 64 * 1024
 
 
 class StateSettings(ServiceSettings):
@@ -51,3 +54,19 @@ class StateSettings(ServiceSettings):
     max_payload_bytes: int = Field(default=16 * 1024, ge=2)
     max_payload_depth: int = Field(default=8, ge=1)
     max_snapshot_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Knowledge: the text of one document; how many facts one user may have.
+    max_document_bytes: int = Field(default=512 * 1024, ge=1)
+    max_facts_per_user: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _document_fits_in_a_message(self) -> StateSettings:
+        # PutDocument and GetDocument carry the whole text, with up to 16 KiB of metadata
+        # and the title beside it.
+        room = self.max_message_bytes - DOCUMENT_HEADROOM_BYTES
+        if self.max_document_bytes > room:
+            raise ValueError(
+                f"STATE_MAX_DOCUMENT_BYTES ({self.max_document_bytes}) must be at most "
+                f"STATE_MAX_MESSAGE_BYTES - {DOCUMENT_HEADROOM_BYTES} ({room}): a document "
+                "is stored and read in one message"
+            )
+        return self

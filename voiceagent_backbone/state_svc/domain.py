@@ -12,9 +12,11 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+from voiceagent_backbone.servicekit.budget import ByteBudget
 from voiceagent_backbone.servicekit.errors import (
     AlreadyExists,
     DomainError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unavailable,
@@ -35,9 +37,13 @@ from voiceagent_backbone.state_svc.model import (
     EmbeddingOwner,
     Event,
     EventType,
+    FactLimits,
+    KnowledgeDocument,
     NewEvent,
+    PutOutcome,
     Snapshot,
     StoredEmbedding,
+    UserFact,
     UserProfile,
 )
 from voiceagent_backbone.state_svc.store.base import (
@@ -45,6 +51,7 @@ from voiceagent_backbone.state_svc.store.base import (
     ConversationMissing,
     ConversationStore,
     EventIdConflict,
+    FactLimitExceeded,
     StoreError,
     StoreRejected,
 )
@@ -52,6 +59,8 @@ from voiceagent_backbone.state_svc.store.base import (
 log = logging.getLogger(__name__)
 
 EXPORT_PAGE = 500
+# A user's facts are one document on MongoDB (16 MiB at most), whatever the message limit.
+MAX_FACTS_BYTES = 8 * 1024 * 1024
 # How long a replica trusts its copy of a tenant's retention period.
 RETENTION_CACHE_S = 60.0
 
@@ -60,6 +69,11 @@ def utcnow() -> datetime:
     """Now, in milliseconds: what MongoDB stores, so both stores return the same times."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def utcnow_us() -> datetime:
+    """Now, in microseconds: document versions, which both stores keep as integers."""
+    return datetime.now(UTC)
 
 
 class StateDomain:
@@ -81,6 +95,11 @@ class StateDomain:
         self._backend = store.name
         # tenant -> (retention seconds, when read): appends need it for the TTL backstop.
         self._retention_cache: dict[str, tuple[int, float]] = {}
+        # Every fact of a user is answered in one ListFacts reply: they must fit in it.
+        self.fact_limits = FactLimits(
+            settings.max_facts_per_user,
+            min(ByteBudget(settings.max_message_bytes).limit, MAX_FACTS_BYTES),
+        )
 
     @contextlib.asynccontextmanager
     async def _op(self, operation: str) -> AsyncIterator[None]:
@@ -319,11 +338,13 @@ class StateDomain:
 
     async def export_user(
         self, tenant_id: str, user_id: str
-    ) -> AsyncIterator[UserProfile | Conversation | Event | Snapshot]:
+    ) -> AsyncIterator[UserProfile | UserFact | Conversation | Event | Snapshot]:
         try:
             profile = await self.store.get_user(tenant_id, user_id)
             if profile is not None:
                 yield profile
+            for fact in await self.store.list_facts(tenant_id, user_id):
+                yield fact
             for conversation_id in await self.store.user_conversation_ids(tenant_id, user_id):
                 conversation = await self.store.get_conversation(tenant_id, conversation_id)
                 if conversation is None:
@@ -346,7 +367,9 @@ class StateDomain:
             raise _store_failure(exc) from exc
 
     async def delete_user(self, tenant_id: str, user_id: str) -> DeleteCounts:
-        """Every conversation the user took part in, its events and snapshot, the profile."""
+        """Every conversation the user took part in, its events and snapshot, the profile,
+        the facts and the user's vectors. The Deletion names the user: readers drop the
+        user's facts on it (no KnowledgeChange of its own)."""
         try:
             conversation_ids = await self.store.user_conversation_ids(tenant_id, user_id)
             await self.store.record_deletion(
@@ -357,6 +380,7 @@ class StateDomain:
                 tenant_id, conversation_ids
             )
             vectors += await self.store.delete_embeddings(tenant_id, EmbeddingOwner.USER, [user_id])
+            facts = await self.store.delete_user_facts(tenant_id, user_id)
             profile = await self.store.delete_user_profile(tenant_id, user_id)
         except StoreError as exc:
             raise _store_failure(exc) from exc
@@ -369,9 +393,10 @@ class StateDomain:
                 "events": events,
                 "snapshots": snapshots,
                 "embeddings": vectors,
+                "facts": facts,
             },
         )
-        return DeleteCounts(conversations, events, snapshots, profile, vectors)
+        return DeleteCounts(conversations, events, snapshots, profile, vectors, facts)
 
     # -- embeddings -------------------------------------------------------------------
 
@@ -383,17 +408,17 @@ class StateDomain:
         async with self._op("claim_embeddings"):
             claims = await self.store.claim_embeddings(model, keys, holder, now, until)
         for claim in claims:
-            outcome = "stored" if claim.vector is not None else "owned" if claim.owned else "held"
-            metrics.EMBEDDING_CLAIMS.labels(outcome).inc()
+            metrics.EMBEDDING_CLAIMS.labels(_claim_outcome(claim)).inc()
         return claims
 
     async def put_embeddings(
         self, model: str, embeddings: Sequence[StoredEmbedding], holder: str
-    ) -> list[bool]:
+    ) -> list[PutOutcome]:
         async with self._op("put_embeddings"):
-            duplicates = await self.store.put_embeddings(model, embeddings, holder, utcnow())
-        metrics.EMBEDDINGS_STORED.inc(duplicates.count(False))
-        return duplicates
+            outcomes = await self.store.put_embeddings(model, embeddings, holder, utcnow())
+        metrics.EMBEDDINGS_STORED.inc(outcomes.count(PutOutcome.STORED))
+        metrics.EMBEDDINGS_DROPPED.inc(outcomes.count(PutOutcome.DROPPED))
+        return outcomes
 
     async def get_embeddings(
         self, model: str, keys: Sequence[EmbeddingKey]
@@ -414,6 +439,87 @@ class StateDomain:
                 yield page
         finally:
             await _close(pages)
+
+    # -- knowledge (platform calls: the tenant is named in the request) -----------------
+
+    async def put_document(self, tenant_id: str, document: KnowledgeDocument) -> KnowledgeDocument:
+        async with self._op("put_document"):
+            stored = await self.store.put_document(tenant_id, document, utcnow_us())
+        self._announced("document_put")
+        return stored
+
+    async def get_document(self, tenant_id: str, document_id: str) -> KnowledgeDocument:
+        async with self._op("get_document"):
+            found = await self.store.get_document(tenant_id, document_id)
+        if found is None:
+            raise NotFound(f"document {document_id} not found")
+        return found
+
+    async def list_documents(
+        self, tenant_id: str, after: str, limit: int
+    ) -> list[KnowledgeDocument]:
+        async with self._op("list_documents"):
+            return await self.store.list_documents(tenant_id, after, limit)
+
+    async def delete_document(self, tenant_id: str, document_id: str) -> bool:
+        """The document and its passages' vectors."""
+        async with self._op("delete_document"):
+            deleted, _ = await self.store.delete_document(tenant_id, document_id, utcnow())
+        if deleted:
+            self._announced("document_deleted")
+        return deleted
+
+    async def put_facts(
+        self, tenant_id: str, user_id: str, facts: Sequence[UserFact]
+    ) -> list[UserFact]:
+        limits = self.fact_limits
+        try:
+            async with self._op("put_facts"):
+                stored, changed = await self.store.put_facts(
+                    tenant_id, user_id, facts, utcnow(), limits
+                )
+        except FactLimitExceeded as exc:
+            raise _fact_limit(user_id, exc, limits) from exc
+        if changed:
+            self._announced("facts_put")
+        return stored
+
+    async def list_facts(self, tenant_id: str, user_id: str) -> list[UserFact]:
+        async with self._op("list_facts"):
+            return await self.store.list_facts(tenant_id, user_id)
+
+    async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str) -> bool:
+        async with self._op("delete_fact"):
+            deleted = await self.store.delete_fact(tenant_id, user_id, fact_id, utcnow())
+        if deleted:
+            self._announced("fact_deleted")
+        return deleted
+
+    def _announced(self, kind: str) -> None:
+        """A knowledge change was written to the feed: wake this replica's feed hub."""
+        self.feed.notify()
+        metrics.KNOWLEDGE_CHANGES.labels(kind).inc()
+
+
+def _claim_outcome(claim: EmbeddingClaim) -> str:
+    if claim.gone:
+        return "gone"
+    if claim.vector is not None:
+        return "stored"
+    return "owned" if claim.owned else "held"
+
+
+def _fact_limit(user_id: str, exc: FactLimitExceeded, limits: FactLimits) -> FailedPrecondition:
+    if exc.what == "facts":
+        return FailedPrecondition(
+            f"user {user_id} would have {exc.would_be} facts; at most {limits.max_facts} "
+            "are allowed (STATE_MAX_FACTS_PER_USER): delete some first"
+        )
+    return FailedPrecondition(
+        f"the facts of user {user_id} would take {exc.would_be} bytes; at most "
+        f"{limits.max_bytes} fit in the one ListFacts reply that answers them all (set by "
+        "STATE_MAX_MESSAGE_BYTES): delete some, or store shorter texts or vectors"
+    )
 
 
 async def _close(iterator: AsyncIterator[object]) -> None:

@@ -211,4 +211,6 @@ def _tenant(change: Change) -> str | None:
         return change.event.tenant_id
     if change.deletion is not None:
         return change.deletion.tenant_id
+    if change.knowledge is not None:
+        return change.knowledge.tenant_id
     return None

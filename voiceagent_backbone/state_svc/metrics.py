@@ -39,12 +39,24 @@ USER_DELETIONS = Counter(
 EMBEDDING_CLAIMS = Counter(
     "state_embedding_claims_total",
     "Keys claimed by ClaimEmbeddings, by outcome: stored (the vector came back), owned (the"
-    " caller computes it), held (another holder computes it).",
+    " caller computes it), held (another holder computes it), gone (its conversation or"
+    " document no longer exists).",
     ("outcome",),
 )
 EMBEDDINGS_STORED = Counter(
     "state_embeddings_stored_total",
     "Vectors stored by PutEmbeddings (puts of keys stored already are not counted).",
+)
+EMBEDDINGS_DROPPED = Counter(
+    "state_embeddings_dropped_total",
+    "Vectors PutEmbeddings did not store because their conversation or document no longer"
+    " exists (a replica behind the feed).",
+)
+KNOWLEDGE_CHANGES = Counter(
+    "state_knowledge_changes_total",
+    "Knowledge writes announced on the feed, by kind: document_put, document_deleted,"
+    " facts_put, fact_deleted (puts that changed nothing are not counted).",
+    ("kind",),
 )
 
 

@@ -125,13 +125,25 @@ class Deletion:
     conversation_ids: list[str]
 
 
+@dataclass(frozen=True)
+class KnowledgeChange:
+    """A tenant's document, or the facts of one of its users, changed. It names what
+    changed and never carries text: readers fetch the current version."""
+
+    tenant_id: str
+    document_id: str = ""
+    user_id: str = ""
+
+
 @dataclass
 class Change:
-    """One entry of the change feed: an event or a deletion, at a global feed position."""
+    """One entry of the change feed: an event, a deletion or a knowledge change, at a global
+    feed position (none of them: a tombstone, which only moves cursors on)."""
 
     feed_seq: int
     event: Event | None = None
     deletion: Deletion | None = None
+    knowledge: KnowledgeChange | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ class DeleteCounts:
     snapshots: int
     profile: bool
     embeddings: int = 0
+    facts: int = 0
 
 
 class EmbeddingOwner(enum.StrEnum):
@@ -170,12 +183,76 @@ class StoredEmbedding:
 
 @dataclass(frozen=True)
 class EmbeddingClaim:
-    """The outcome of a claim for one key: the stored vector, or who holds it until when."""
+    """The outcome of a claim for one key: the stored vector, or who holds it until when;
+    gone when the key's owner no longer exists (nothing stored, nothing claimed)."""
 
     key: EmbeddingKey
     vector: bytes | None = None
     owned: bool = False
     held_until: datetime | None = None
+    gone: bool = False
+
+
+class PutOutcome(enum.StrEnum):
+    """What a put did with one vector."""
+
+    STORED = "stored"
+    # The key had a vector already: the first one is kept.
+    DUPLICATE = "duplicate"
+    # The key's owner no longer exists: no vector may outlive it.
+    DROPPED = "dropped"
+
+
+@dataclass
+class KnowledgeDocument:
+    document_id: str
+    title: str
+    # Empty when listed (text_bytes says how long it is).
+    text: str
+    metadata: dict[str, Any]
+    stored_at: datetime | None = None
+    text_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class UserFact:
+    fact_id: str
+    text: str
+    # Both or neither: the vector its writer computed, and with which model.
+    embedding_model: str = ""
+    vector: bytes = b""
+    updated_at: datetime | None = None
+
+    def same_content(self, other: UserFact) -> bool:
+        return (self.text, self.embedding_model, self.vector) == (
+            other.text,
+            other.embedding_model,
+            other.vector,
+        )
+
+
+# A fact's share of one ListFacts reply beyond its fields' bytes: tags, lengths, updated_at.
+FACT_OVERHEAD_BYTES = 40
+
+
+def fact_bytes(fact: UserFact) -> int:
+    """About what the fact takes in a ListFacts reply (a little more, never less)."""
+    return (
+        len(fact.fact_id.encode())
+        + len(fact.text.encode())
+        + len(fact.embedding_model.encode())
+        + len(fact.vector)
+        + FACT_OVERHEAD_BYTES
+    )
+
+
+@dataclass(frozen=True)
+class FactLimits:
+    """How many facts a user may have, and how many bytes they may take together (all of
+    them are answered in one ListFacts reply)."""
+
+    max_facts: int
+    max_bytes: int
 
 
 MESSAGE_TYPES = (EventType.USER_MESSAGE, EventType.AGENT_MESSAGE)

@@ -27,6 +27,9 @@ SERVICE = state_pb2.DESCRIPTOR.services_by_name["StateService"]
 READ, WRITE, ADMIN = "state.read", "state.write", "state.admin"
 # The embeddings of every tenant: a platform scope (state.admin does not include it).
 INDEX = "state.index"
+# Every tenant's knowledge documents and user facts, the tenant named in the request: a
+# platform scope too.
+KNOWLEDGE = "state.knowledge"
 # Following every tenant's feed is checked in the Watch handler (scope state.feed).
 SCOPES = method_scopes(
     SERVICE,
@@ -51,6 +54,13 @@ SCOPES = method_scopes(
         "PutEmbeddings": INDEX,
         "GetEmbeddings": INDEX,
         "ListEmbeddings": INDEX,
+        "PutDocument": KNOWLEDGE,
+        "GetDocument": KNOWLEDGE,
+        "ListDocuments": KNOWLEDGE,
+        "DeleteDocument": KNOWLEDGE,
+        "PutFacts": KNOWLEDGE,
+        "ListFacts": KNOWLEDGE,
+        "DeleteFact": KNOWLEDGE,
     },
 )
 

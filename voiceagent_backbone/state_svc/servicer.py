@@ -16,7 +16,14 @@ from voiceagent_backbone.servicekit.errors import PermissionDenied, ResourceExha
 from voiceagent_backbone.servicekit.page_tokens import PageTokens
 from voiceagent_backbone.state_svc import metrics, wire
 from voiceagent_backbone.state_svc.domain import StateDomain, utcnow
-from voiceagent_backbone.state_svc.model import Conversation, Event, Snapshot, UserProfile
+from voiceagent_backbone.state_svc.model import (
+    Conversation,
+    Event,
+    PutOutcome,
+    Snapshot,
+    UserFact,
+    UserProfile,
+)
 from voiceagent_backbone.state_svc.store import codec
 from voiceagent_backbone.state_svc.wire import Checks
 
@@ -293,6 +300,9 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         async for item in self.domain.export_user(_tenant(), request.user_id):
             if isinstance(item, UserProfile):
                 yield pb.ExportUserDataResponse(user=wire.user_pb(item))
+            elif isinstance(item, UserFact):
+                # What the user was told about, not the vector computed from it.
+                yield pb.ExportUserDataResponse(fact=wire.fact_pb(item, with_vector=False))
             elif isinstance(item, Conversation):
                 yield pb.ExportUserDataResponse(conversation=wire.conversation_pb(item))
             elif isinstance(item, Event):
@@ -313,6 +323,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             snapshots_deleted=counts.snapshots,
             profile_deleted=counts.profile,
             embeddings_deleted=counts.embeddings,
+            facts_deleted=counts.facts,
         )
 
     # -- embeddings (platform calls: scope state.index, tenants named in the keys) -------
@@ -328,11 +339,15 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         self, request: pb.PutEmbeddingsRequest, context: Any
     ) -> pb.PutEmbeddingsResponse:
         embeddings = wire.put_embeddings(self.checks, request)
-        duplicates = await self.domain.put_embeddings(request.model, embeddings, request.holder)
+        outcomes = await self.domain.put_embeddings(request.model, embeddings, request.holder)
         return pb.PutEmbeddingsResponse(
             results=[
-                pb.PutEmbeddingResult(key=wire.embedding_key_pb(e.key), duplicate=d)
-                for e, d in zip(embeddings, duplicates, strict=True)
+                pb.PutEmbeddingResult(
+                    key=wire.embedding_key_pb(e.key),
+                    duplicate=outcome is PutOutcome.DUPLICATE,
+                    dropped=outcome is PutOutcome.DROPPED,
+                )
+                for e, outcome in zip(embeddings, outcomes, strict=True)
             ]
         )
 
@@ -381,3 +396,59 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                 stored = following
         finally:
             await pages.aclose()
+
+    # -- knowledge (platform calls: scope state.knowledge, the tenant named in the request)
+
+    async def PutDocument(
+        self, request: pb.PutDocumentRequest, context: Any
+    ) -> pb.PutDocumentResponse:
+        document = wire.new_document(self.checks, request)
+        stored = await self.domain.put_document(request.tenant_id, document)
+        # Without its text: the caller has it (up to STATE_MAX_DOCUMENT_BYTES) already.
+        return pb.PutDocumentResponse(document=wire.document_pb(stored))
+
+    async def GetDocument(
+        self, request: pb.GetDocumentRequest, context: Any
+    ) -> pb.GetDocumentResponse:
+        tenant_id, document_id = wire.document_ref(self.checks, request)
+        found = await self.domain.get_document(tenant_id, document_id)
+        return pb.GetDocumentResponse(document=wire.document_pb(found))
+
+    async def ListDocuments(
+        self, request: pb.ListDocumentsRequest, context: Any
+    ) -> pb.ListDocumentsResponse:
+        after, size = wire.documents_page(self.checks, self.tokens, request)
+        found = await self.domain.list_documents(request.tenant_id, after, size + 1)
+        page = [wire.document_pb(d) for d in found[:size]]
+        # Up to 1,000 documents of 16 KiB of metadata each: more than one reply holds.
+        fit = ByteBudget(self.domain.settings.max_message_bytes).fill(page)
+        next_token = ""
+        if fit < len(found):
+            page = page[:fit]
+            next_token = wire.documents_token(self.tokens, request.tenant_id, page[-1].document_id)
+        return pb.ListDocumentsResponse(documents=page, next_page_token=next_token)
+
+    async def DeleteDocument(
+        self, request: pb.DeleteDocumentRequest, context: Any
+    ) -> pb.DeleteDocumentResponse:
+        tenant_id, document_id = wire.document_ref(self.checks, request)
+        deleted = await self.domain.delete_document(tenant_id, document_id)
+        return pb.DeleteDocumentResponse(deleted=deleted)
+
+    async def PutFacts(self, request: pb.PutFactsRequest, context: Any) -> pb.PutFactsResponse:
+        facts = wire.new_facts(self.checks, request)
+        stored = await self.domain.put_facts(request.tenant_id, request.user_id, facts)
+        return pb.PutFactsResponse(facts=[wire.fact_pb(f) for f in stored])
+
+    async def ListFacts(self, request: pb.ListFactsRequest, context: Any) -> pb.ListFactsResponse:
+        tenant_id, user_id = wire.user_facts_ref(self.checks, request)
+        # One reply holds them all: PutFacts keeps a user's facts within it (FactLimits).
+        found = await self.domain.list_facts(tenant_id, user_id)
+        return pb.ListFactsResponse(facts=[wire.fact_pb(f) for f in found])
+
+    async def DeleteFact(
+        self, request: pb.DeleteFactRequest, context: Any
+    ) -> pb.DeleteFactResponse:
+        tenant_id, user_id, fact_id = wire.fact_ref(self.checks, request)
+        deleted = await self.domain.delete_fact(tenant_id, user_id, fact_id)
+        return pb.DeleteFactResponse(deleted=deleted)

@@ -32,10 +32,13 @@ from voiceagent_backbone.state_svc.model import (
     EmbeddingOwner,
     Event,
     EventType,
+    KnowledgeChange,
+    KnowledgeDocument,
     NewEvent,
     Role,
     Snapshot,
     StoredEmbedding,
+    UserFact,
     UserProfile,
 )
 
@@ -59,6 +62,18 @@ MAX_VECTOR_BYTES = 16 * 1024
 MAX_LEASE_MS = 600_000
 MAX_KEY_PART_BYTES = 256
 EMBEDDING_TOKEN_CHARS = 8192
+# Knowledge documents and facts.
+MAX_TENANT_ID_CHARS = 128
+MAX_DOCUMENT_ID_CHARS = 128
+MAX_TITLE_CHARS = 512
+MAX_DOCUMENT_METADATA_BYTES = 16 * 1024
+MAX_DOCUMENTS_PAGE, DEFAULT_DOCUMENTS_PAGE = 1000, 100
+# A document id of 128 characters, JSON-escaped, is longer than other tokens' positions.
+DOCUMENTS_TOKEN_CHARS = 4096
+MAX_FACT_ID_CHARS = 128
+MAX_FACT_CHARS = 4096
+MAX_FACTS_PER_CALL = 100
+MAX_EMBEDDING_MODEL_CHARS = 128
 
 
 # -- enums ------------------------------------------------------------------------------
@@ -465,6 +480,131 @@ def put_embeddings(checks: Checks, request: pb.PutEmbeddingsRequest) -> list[Sto
     return out
 
 
+# -- knowledge requests -------------------------------------------------------------------
+
+
+def check_tenant(checks: Checks, v: Validator, value: str) -> None:
+    """A platform call names its tenant: any a token may carry (1-128 characters), without
+    control characters (the stores join ids with one)."""
+    checks.name(v, "tenant_id", value, MAX_TENANT_ID_CHARS, required=True)
+
+
+def check_document_id(checks: Checks, v: Validator, field: str, value: str) -> None:
+    checks.name(v, field, value, MAX_DOCUMENT_ID_CHARS, required=True)
+
+
+def new_document(checks: Checks, request: pb.PutDocumentRequest) -> KnowledgeDocument:
+    """The document to store; output-only fields (stored_at, text_bytes) are ignored."""
+    v = Validator()
+    check_tenant(checks, v, request.tenant_id)
+    if not request.HasField("document"):
+        v.add("document", "is required")
+        v.raise_if_any()
+    d = request.document
+    check_document_id(checks, v, "document.document_id", d.document_id)
+    checks.name(v, "document.title", d.title, MAX_TITLE_CHARS, required=False)
+    checks.text(v, "document.text", d.text, checks.s.max_document_bytes, required=False)
+    checks.struct(v, "document.metadata", d.metadata, MAX_DOCUMENT_METADATA_BYTES)
+    v.raise_if_any()
+    return KnowledgeDocument(d.document_id, d.title, d.text, struct_dict(d.metadata))
+
+
+def document_ref(
+    checks: Checks, request: pb.GetDocumentRequest | pb.DeleteDocumentRequest
+) -> tuple[str, str]:
+    v = Validator()
+    check_tenant(checks, v, request.tenant_id)
+    check_document_id(checks, v, "document_id", request.document_id)
+    v.raise_if_any()
+    return request.tenant_id, request.document_id
+
+
+def documents_page(
+    checks: Checks, codec: PageTokens, request: pb.ListDocumentsRequest
+) -> tuple[str, int]:
+    """(the document id the page starts after, "" for the first; the page size)."""
+    v = Validator()
+    check_tenant(checks, v, request.tenant_id)
+    checks.page_size(v, "page_size", request.page_size, MAX_DOCUMENTS_PAGE)
+    fields = page_token(
+        v, codec, "documents", request.page_token, request.tenant_id, DOCUMENTS_TOKEN_CHARS
+    )
+    after = ""
+    if fields is not None:
+        last = fields.get("i")
+        if not isinstance(last, str) or not last:
+            v.add("page_token", "is not a page token of this call")
+        else:
+            after = last
+    v.raise_if_any()
+    return after, request.page_size or DEFAULT_DOCUMENTS_PAGE
+
+
+def documents_token(codec: PageTokens, tenant: str, last_document_id: str) -> str:
+    return codec.encode("documents", {"b": tenant, "i": last_document_id})
+
+
+def user_facts_ref(checks: Checks, request: pb.ListFactsRequest) -> tuple[str, str]:
+    v = Validator()
+    check_tenant(checks, v, request.tenant_id)
+    checks.user_id(v, "user_id", request.user_id)
+    v.raise_if_any()
+    return request.tenant_id, request.user_id
+
+
+def fact_ref(checks: Checks, request: pb.DeleteFactRequest) -> tuple[str, str, str]:
+    v = Validator()
+    check_tenant(checks, v, request.tenant_id)
+    checks.user_id(v, "user_id", request.user_id)
+    checks.name(v, "fact_id", request.fact_id, MAX_FACT_ID_CHARS, required=True)
+    v.raise_if_any()
+    return request.tenant_id, request.user_id, request.fact_id
+
+
+def new_facts(checks: Checks, request: pb.PutFactsRequest) -> list[UserFact]:
+    """Facts of distinct ids, each named with its index; updated_at is ignored."""
+    v = Validator()
+    check_tenant(checks, v, request.tenant_id)
+    checks.user_id(v, "user_id", request.user_id)
+    count = len(request.facts)
+    if count == 0:
+        v.add("facts", "must hold at least one fact")
+    elif count > MAX_FACTS_PER_CALL:
+        v.add("facts", f"has {count} facts; at most {MAX_FACTS_PER_CALL} per call")
+    if v.violations:
+        v.raise_if_any()
+    out: list[UserFact] = []
+    seen: set[str] = set()
+    for i, f in enumerate(request.facts):
+        field = f"facts[{i}]"
+        checks.name(v, f"{field}.fact_id", f.fact_id, MAX_FACT_ID_CHARS, required=True)
+        if f.fact_id in seen:
+            v.add(f"{field}.fact_id", "appears twice in this request")
+        seen.add(f.fact_id)
+        if not f.text.strip():
+            v.add(f"{field}.text", "must not be empty")
+        elif len(f.text) > MAX_FACT_CHARS:
+            v.add(f"{field}.text", f"is {len(f.text)} characters; at most {MAX_FACT_CHARS}")
+        _fact_vector(checks, v, field, f)
+        out.append(UserFact(f.fact_id, f.text, f.embedding_model, f.vector))
+    v.raise_if_any()
+    return out
+
+
+def _fact_vector(checks: Checks, v: Validator, field: str, f: pb.UserFact) -> None:
+    """The model and the vector come together, or neither does."""
+    if f.embedding_model and not f.vector:
+        v.add(f"{field}.vector", "is required with an embedding_model")
+    elif f.vector and not f.embedding_model:
+        v.add(f"{field}.embedding_model", "is required with a vector")
+    elif f.vector:
+        checks.name(
+            v, f"{field}.embedding_model", f.embedding_model, MAX_EMBEDDING_MODEL_CHARS, True
+        )
+        if len(f.vector) > MAX_VECTOR_BYTES:
+            v.add(f"{field}.vector", f"is {len(f.vector)} bytes; at most {MAX_VECTOR_BYTES}")
+
+
 def page_token(
     v: Validator,
     codec: PageTokens,
@@ -571,13 +711,40 @@ def deletion_pb(d: Deletion) -> pb.Deletion:
     )
 
 
+def knowledge_change_pb(k: KnowledgeChange) -> pb.KnowledgeChange:
+    return pb.KnowledgeChange(tenant_id=k.tenant_id, document_id=k.document_id, user_id=k.user_id)
+
+
 def change_pb(change: Change, codec: PageTokens) -> pb.Change:
     item = pb.Change(cursor=codec.encode("feed", {"s": change.feed_seq}))
     if change.event is not None:
         item.event.CopyFrom(event_pb(change.event))
     elif change.deletion is not None:
         item.deletion.CopyFrom(deletion_pb(change.deletion))
+    elif change.knowledge is not None:
+        item.knowledge.CopyFrom(knowledge_change_pb(change.knowledge))
     return item
+
+
+def document_pb(d: KnowledgeDocument) -> pb.KnowledgeDocument:
+    return pb.KnowledgeDocument(
+        document_id=d.document_id,
+        title=d.title,
+        text=d.text,
+        metadata=struct(d.metadata),
+        stored_at=ts(d.stored_at),
+        text_bytes=d.text_bytes,
+    )
+
+
+def fact_pb(f: UserFact, with_vector: bool = True) -> pb.UserFact:
+    return pb.UserFact(
+        fact_id=f.fact_id,
+        text=f.text,
+        updated_at=ts(f.updated_at),
+        embedding_model=f.embedding_model if with_vector else "",
+        vector=f.vector if with_vector else b"",
+    )
 
 
 def cursor_from(v: Validator, codec: PageTokens, token: str, *, platform: bool) -> int:
@@ -610,8 +777,11 @@ def embedding_claim_pb(claim: EmbeddingClaim) -> pb.EmbeddingClaim:
     return pb.EmbeddingClaim(
         key=embedding_key_pb(claim.key),
         vector=claim.vector or b"",
-        owned=claim.owned,
+        # A gone key is owned too: a client that predates `gone` computes the vector (its
+        # put is dropped) rather than wait for one that never comes.
+        owned=claim.owned or claim.gone,
         held_until=ts(claim.held_until),
+        gone=claim.gone,
     )
 
 

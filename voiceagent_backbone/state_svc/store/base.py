@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
@@ -19,14 +19,21 @@ from voiceagent_backbone.state_svc.model import (
     EmbeddingOwner,
     Event,
     EventType,
+    FactLimits,
+    KnowledgeDocument,
     NewEvent,
+    PutOutcome,
     Snapshot,
     StoredEmbedding,
+    UserFact,
     UserProfile,
+    fact_bytes,
 )
 
 # 2: conversation ids are a keyspace per tenant (1 had one for all tenants).
-SCHEMA_VERSION = 2
+# 3: knowledge documents and user facts. An older build must not run on it: its
+#    DeleteUserData would leave the user's facts behind.
+SCHEMA_VERSION = 3
 
 
 class StoreError(Exception):
@@ -40,6 +47,17 @@ class StoreRejected(StoreError):
 
 class ConversationMissing(Exception):
     """The conversation does not exist for this tenant."""
+
+
+class FactLimitExceeded(Exception):
+    """A put would take a user's facts past a limit (FactLimits)."""
+
+    def __init__(self, what: str, would_be: int, limit: int) -> None:
+        super().__init__(f"{what}: {would_be} > {limit}")
+        # "facts" (how many) or "bytes" (how much together).
+        self.what = what
+        self.would_be = would_be
+        self.limit = limit
 
 
 class EventIdConflict(Exception):
@@ -178,16 +196,20 @@ class ConversationStore(Protocol):
         now: datetime,
         until: datetime,
     ) -> list[EmbeddingClaim]:
-        """Per key (distinct keys), atomically: the stored vector; else, when the key has
-        no claim, an expired one (until <= now) or one of `holder`, a claim of `holder`
+        """Per key (distinct keys), atomically: gone when its owner (conversation or
+        document) does not exist (nothing claimed); the stored vector; else, when the key
+        has no claim, an expired one (until <= now) or one of `holder`, a claim of `holder`
         until `until` (owned); else the other holder's claim. In key order; race-free
         between replicas on one database (of two concurrent claimers one owns a key)."""
 
     async def put_embeddings(
         self, model: str, embeddings: Sequence[StoredEmbedding], holder: str, now: datetime
-    ) -> list[bool]:
-        """Store vectors of distinct keys; per embedding True when the key had a vector
-        already (the first one is kept). A stored key's claim is over."""
+    ) -> list[PutOutcome]:
+        """Store vectors of distinct keys, per embedding: DROPPED when its owner
+        (conversation or document) does not exist, so that a replica behind the feed cannot
+        store vectors of deleted data; DUPLICATE when the key had a vector already (the
+        first one is kept); else STORED. A stored key's claim is over. The owners are
+        looked up once per distinct owner."""
 
     async def get_embeddings(
         self, model: str, keys: Sequence[EmbeddingKey]
@@ -205,8 +227,89 @@ class ConversationStore(Protocol):
         self, tenant_id: str, owner: EmbeddingOwner, owner_ids: Sequence[str]
     ) -> int:
         """Remove the vectors (and claims) of every model of those owners; how many
-        vectors. delete_conversations does it for conversations; a store of documents
-        calls it with DOCUMENT when one is removed."""
+        vectors. delete_conversations does it for conversations, delete_document for its
+        document."""
+
+    # -- knowledge: every change is announced on the feed (a KnowledgeChange) ------------
+
+    async def put_document(
+        self, tenant_id: str, document: KnowledgeDocument, now: datetime
+    ) -> KnowledgeDocument:
+        """Store or replace the document and announce it; returns it without its text.
+        stored_at is `now`, or one microsecond past the replaced version's when that is
+        not earlier: every version of a document has a later stored_at than the one
+        before."""
+
+    async def get_document(self, tenant_id: str, document_id: str) -> KnowledgeDocument | None:
+        """With its text."""
+
+    async def list_documents(
+        self, tenant_id: str, after: str, limit: int
+    ) -> list[KnowledgeDocument]:
+        """Up to `limit` documents with ids above `after`, by id, without their text."""
+
+    async def delete_document(
+        self, tenant_id: str, document_id: str, now: datetime
+    ) -> tuple[bool, int]:
+        """Remove the document and its vectors (owner DOCUMENT) and announce it when it
+        existed: (whether it existed, vectors removed)."""
+
+    async def put_facts(
+        self,
+        tenant_id: str,
+        user_id: str,
+        facts: Sequence[UserFact],
+        now: datetime,
+        limits: FactLimits,
+    ) -> tuple[list[UserFact], bool]:
+        """Create or replace facts of distinct ids: (the stored ones in request order,
+        whether any changed). A fact that changed gets updated_at `now`; one sent again
+        unchanged keeps its own. Announced when any changed. Raises FactLimitExceeded
+        (nothing stored) when the user's facts would exceed `limits`."""
+
+    async def list_facts(self, tenant_id: str, user_id: str) -> list[UserFact]:
+        """Every fact of the user, by fact id."""
+
+    async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str, now: datetime) -> bool:
+        """Remove one fact and announce it when it existed."""
+
+    async def delete_user_facts(self, tenant_id: str, user_id: str) -> int:
+        """Remove every fact of the user (DeleteUserData; its Deletion announces it)."""
+
+
+def plan_facts(
+    current: Mapping[str, UserFact],
+    count: int,
+    total_bytes: int,
+    facts: Sequence[UserFact],
+    now: datetime,
+    limits: FactLimits,
+) -> tuple[list[UserFact], list[UserFact]]:
+    """What a put of `facts` stores: (every fact as it will be, in request order; the ones
+    to write). `current` holds the stored facts of those ids; `count` and `total_bytes`
+    are of all the user's facts. A fact sent again unchanged is not written and keeps its
+    updated_at (a retried put changes nothing and announces nothing).
+
+    Raises FactLimitExceeded when the put would take the user past a limit. A put that
+    adds nothing (replaces, shrinks) is let through even past a lowered limit."""
+    stored: list[UserFact] = []
+    changed: list[UserFact] = []
+    new_count, new_bytes = count, total_bytes
+    for fact in facts:
+        old = current.get(fact.fact_id)
+        if old is not None and old.same_content(fact):
+            stored.append(old)
+            continue
+        written = replace(fact, updated_at=now)
+        stored.append(written)
+        changed.append(written)
+        new_count += old is None
+        new_bytes += fact_bytes(written) - (fact_bytes(old) if old is not None else 0)
+    if new_count > limits.max_facts and new_count > count:
+        raise FactLimitExceeded("facts", new_count, limits.max_facts)
+    if new_bytes > limits.max_bytes and new_bytes > total_bytes:
+        raise FactLimitExceeded("bytes", new_bytes, limits.max_bytes)
+    return stored, changed
 
 
 R = TypeVar("R")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from voiceagent_backbone.state_svc.model import (
@@ -14,21 +14,29 @@ from voiceagent_backbone.state_svc.model import (
     DeletionReason,
     Event,
     EventType,
+    KnowledgeChange,
     Role,
     Snapshot,
 )
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
 
 def to_us(value: datetime | None) -> int | None:
+    """Microseconds since the epoch, exactly (through a float, a microsecond could be lost:
+    document versions one microsecond apart must stay apart)."""
     if value is None:
         return None
-    return int(value.timestamp() * 1_000_000)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _US
 
 
 def from_us(value: int | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.fromtimestamp(value / 1_000_000, UTC)
+    return _EPOCH + timedelta(microseconds=value)
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -114,6 +122,18 @@ def deletion_from(tenant_id: str, d: dict[str, Any]) -> Deletion:
         reason=DeletionReason(d["reason"]),
         user_id=d.get("user_id") or "",
         conversation_ids=list(d.get("conversation_ids") or []),
+    )
+
+
+def knowledge_fields(change: KnowledgeChange) -> dict[str, Any]:
+    return {"document_id": change.document_id, "user_id": change.user_id}
+
+
+def knowledge_from(tenant_id: str, d: dict[str, Any]) -> KnowledgeChange:
+    return KnowledgeChange(
+        tenant_id=tenant_id,
+        document_id=d.get("document_id") or "",
+        user_id=d.get("user_id") or "",
     )
 
 

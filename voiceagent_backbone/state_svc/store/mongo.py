@@ -60,9 +60,14 @@ from voiceagent_backbone.state_svc.model import (
     EmbeddingOwner,
     Event,
     EventType,
+    FactLimits,
+    KnowledgeChange,
+    KnowledgeDocument,
     NewEvent,
+    PutOutcome,
     Snapshot,
     StoredEmbedding,
+    UserFact,
     UserProfile,
 )
 from voiceagent_backbone.state_svc.store import codec
@@ -76,6 +81,7 @@ from voiceagent_backbone.state_svc.store.base import (
     StoreRejected,
 )
 from voiceagent_backbone.state_svc.store.mongo_embeddings import MongoEmbeddings
+from voiceagent_backbone.state_svc.store.mongo_knowledge import MongoKnowledge
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +102,9 @@ def _failure(exc: Exception) -> StoreError:
     return StoreError(f"mongodb: {exc}")
 
 
+# Feed markers: documents of the events collection that are not events.
 DELETION = "deletion"
+KNOWLEDGE = "knowledge"
 HEAD_ID = "feed_head"
 # Pauses before concluding that a writer died between storing and announcing events.
 ANNOUNCE_WAITS_S = (0.005, 0.02, 0.05)
@@ -174,6 +182,9 @@ def _change(d: Doc) -> Change:
     position = position_of(d["_id"])
     if d["type"] == DELETION:
         return Change(feed_seq=position, deletion=codec.deletion_from(d["tenant_id"], d["payload"]))
+    if d["type"] == KNOWLEDGE:
+        change = codec.knowledge_from(d["tenant_id"], d["payload"])
+        return Change(feed_seq=position, knowledge=change)
     if d["type"] == TOMBSTONE:
         return Change(feed_seq=position)
     return Change(feed_seq=position, event=_event(d))
@@ -209,6 +220,7 @@ class MongoStore:
         self._meta: AsyncCollection[Doc] = self._db["meta"]
         self._event_ids: AsyncCollection[Doc] = self._db["event_ids"]
         self._embeddings = MongoEmbeddings(self._db)
+        self._knowledge = MongoKnowledge(self._db, conversation_doc_id)
         self._ttl_backstop = timedelta(seconds=ttl_backstop_s)
         self._seq_cache: OrderedDict[ConversationKey, int] = OrderedDict()
         self._feed_last: int | None = None
@@ -302,6 +314,7 @@ class MongoStore:
                 break
         build = await self._client.admin.command("buildInfo")
         await self._embeddings.ensure_schema(ferretdb="ferretdbVersion" in build)
+        self._knowledge.ensure_schema(ferretdb="ferretdbVersion" in build)
         await self._meta.update_one(
             {"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True
         )
@@ -852,7 +865,7 @@ class MongoStore:
                 self._seq_cache.pop((doc["tenant_id"], conversation_id), None)
                 self._conversation_cache.pop((doc["tenant_id"], conversation_id), None)
             self._recent.clear()
-        elif kind != TOMBSTONE:
+        elif kind not in (TOMBSTONE, KNOWLEDGE):
             self._remember_event(doc)
             key = (doc["tenant_id"], doc["conversation_id"])
             if key in self._seq_cache:
@@ -1070,6 +1083,16 @@ class MongoStore:
         return [_conversation_id(d) for d in await self._guard(cursor.to_list())]
 
     async def record_deletion(self, deletion: Deletion, now: datetime) -> int:
+        fields = codec.deletion_fields(deletion)
+        return await self._record_marker(deletion.tenant_id, DELETION, fields, now)
+
+    async def _announce_knowledge(self, change: KnowledgeChange, now: datetime) -> int:
+        fields = codec.knowledge_fields(change)
+        return await self._record_marker(change.tenant_id, KNOWLEDGE, fields, now)
+
+    async def _record_marker(self, tenant_id: str, kind: str, payload: Doc, now: datetime) -> int:
+        """A feed entry that is not an event (a deletion, a knowledge change), at the next
+        free position; its position."""
         for _ in range(MAX_ATTEMPTS):
             try:
                 await self._catch_up()
@@ -1078,14 +1101,14 @@ class MongoStore:
             position = (self._feed_last or 0) + 1
             doc: Doc = {
                 "_id": position_id(position),
-                "tenant_id": deletion.tenant_id,
+                "tenant_id": tenant_id,
                 "event_id": uuid7(),
                 "conversation_id": "",
                 # Markers have no conversation; a unique negative seq keeps
                 # (tenant, conversation, seq) unique.
                 "seq": -position,
-                "type": DELETION,
-                "payload": codec.deletion_fields(deletion),
+                "type": kind,
+                "payload": payload,
                 "server_time": now,
             }
             try:
@@ -1165,6 +1188,11 @@ class MongoStore:
 
     # -- embeddings (mongo_embeddings.py) ---------------------------------------------
 
+    # The owners are looked up before the write (there is no transaction to put both in):
+    # a deletion that lands between the look and the write, and removes the owner's vectors
+    # before this write stores its own, leaves them behind. The window is one round trip
+    # long, against a replica's whole lag behind the feed before.
+
     async def claim_embeddings(
         self,
         model: str,
@@ -1173,16 +1201,27 @@ class MongoStore:
         now: datetime,
         until: datetime,
     ) -> list[EmbeddingClaim]:
-        result: list[EmbeddingClaim] = await self._guard(
-            self._embeddings.claim(model, keys, holder, now, until)
-        )
-        return result
+        gone = await self._guard(self._knowledge.gone_owners(keys))
+        live = [k for k in keys if (k.tenant_id, k.owner, k.owner_id) not in gone]
+        claims: list[EmbeddingClaim] = []
+        if live:
+            claims = await self._guard(self._embeddings.claim(model, live, holder, now, until))
+        by_key = {c.key: c for c in claims}
+        return [by_key.get(k) or EmbeddingClaim(k, gone=True) for k in keys]
 
     async def put_embeddings(
         self, model: str, embeddings: Sequence[StoredEmbedding], holder: str, now: datetime
-    ) -> list[bool]:
-        result: list[bool] = await self._guard(self._embeddings.put(model, embeddings, holder, now))
-        return result
+    ) -> list[PutOutcome]:
+        gone = await self._guard(self._knowledge.gone_owners(e.key for e in embeddings))
+        live = [e for e in embeddings if (e.key.tenant_id, e.key.owner, e.key.owner_id) not in gone]
+        duplicates: list[bool] = []
+        if live:
+            duplicates = await self._guard(self._embeddings.put(model, live, holder, now))
+        outcomes = {
+            e.key: PutOutcome.DUPLICATE if d else PutOutcome.STORED
+            for e, d in zip(live, duplicates, strict=True)
+        }
+        return [outcomes.get(e.key, PutOutcome.DROPPED) for e in embeddings]
 
     async def get_embeddings(
         self, model: str, keys: Sequence[EmbeddingKey]
@@ -1210,6 +1249,78 @@ class MongoStore:
         self, tenant_id: str, owner: EmbeddingOwner, owner_ids: Sequence[str]
     ) -> int:
         deleted: int = await self._guard(self._embeddings.delete(tenant_id, owner, owner_ids))
+        return deleted
+
+    # -- knowledge (mongo_knowledge.py): written, then announced ------------------------
+    #
+    # Not in one transaction: a reader that fetched between the write and its announcement
+    # only fetches again. A failure between the two leaves the write unannounced: a put
+    # that fails is retried by its caller (and announced then); a delete's retry finds
+    # nothing to delete, so readers learn of it at their next listing.
+
+    async def put_document(
+        self, tenant_id: str, document: KnowledgeDocument, now: datetime
+    ) -> KnowledgeDocument:
+        stored: KnowledgeDocument = await self._guard(
+            self._knowledge.put_document(tenant_id, document, now)
+        )
+        await self._announce_knowledge(
+            KnowledgeChange(tenant_id, document_id=document.document_id), now
+        )
+        return stored
+
+    async def get_document(self, tenant_id: str, document_id: str) -> KnowledgeDocument | None:
+        found: KnowledgeDocument | None = await self._guard(
+            self._knowledge.get_document(tenant_id, document_id)
+        )
+        return found
+
+    async def list_documents(
+        self, tenant_id: str, after: str, limit: int
+    ) -> list[KnowledgeDocument]:
+        found: list[KnowledgeDocument] = await self._guard(
+            self._knowledge.list_documents(tenant_id, after, limit)
+        )
+        return found
+
+    async def delete_document(
+        self, tenant_id: str, document_id: str, now: datetime
+    ) -> tuple[bool, int]:
+        existed: bool = await self._guard(self._knowledge.delete_document(tenant_id, document_id))
+        # After the document: a put of its vectors that looked before it went is undone
+        # here unless it stores after this line (see claim_embeddings).
+        vectors = await self.delete_embeddings(tenant_id, EmbeddingOwner.DOCUMENT, [document_id])
+        if existed:
+            await self._announce_knowledge(KnowledgeChange(tenant_id, document_id=document_id), now)
+        return existed, vectors
+
+    async def put_facts(
+        self,
+        tenant_id: str,
+        user_id: str,
+        facts: Sequence[UserFact],
+        now: datetime,
+        limits: FactLimits,
+    ) -> tuple[list[UserFact], bool]:
+        stored, changed = await self._guard(
+            self._knowledge.put_facts(tenant_id, user_id, facts, now, limits)
+        )
+        if changed:
+            await self._announce_knowledge(KnowledgeChange(tenant_id, user_id=user_id), now)
+        return stored, bool(changed)
+
+    async def list_facts(self, tenant_id: str, user_id: str) -> list[UserFact]:
+        found: list[UserFact] = await self._guard(self._knowledge.list_facts(tenant_id, user_id))
+        return found
+
+    async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str, now: datetime) -> bool:
+        existed: bool = await self._guard(self._knowledge.delete_fact(tenant_id, user_id, fact_id))
+        if existed:
+            await self._announce_knowledge(KnowledgeChange(tenant_id, user_id=user_id), now)
+        return existed
+
+    async def delete_user_facts(self, tenant_id: str, user_id: str) -> int:
+        deleted: int = await self._guard(self._knowledge.delete_user_facts(tenant_id, user_id))
         return deleted
 
     # -- helpers ----------------------------------------------------------------------

@@ -91,23 +91,7 @@ class MongoEmbeddings:
     async def _by_ids(
         self, collection: AsyncCollection[Doc], ids: Sequence[str], point: bool
     ) -> dict[str, Doc]:
-        if not ids:
-            return {}
-        if point:
-            gate = asyncio.Semaphore(POINT_READS)
-
-            async def one(doc_id: str) -> Doc | None:
-                async with gate:
-                    return await collection.find_one({"_id": doc_id})
-
-            docs = await asyncio.gather(*(one(i) for i in ids))
-            return {d["_id"]: d for d in docs if d is not None}
-        found: dict[str, Doc] = {}
-        for start in range(0, len(ids), IN_CHUNK):
-            chunk = list(ids[start : start + IN_CHUNK])
-            async for doc in collection.find({"_id": {"$in": chunk}}):
-                found[doc["_id"]] = doc
-        return found
+        return await find_by_ids(collection, ids, point)
 
     async def claim(
         self,
@@ -257,6 +241,33 @@ class MongoEmbeddings:
         removed = await self.vectors.delete_many(scope)
         await self.claims.delete_many(scope)
         return int(removed.deleted_count)
+
+
+async def find_by_ids(
+    collection: AsyncCollection[Doc],
+    ids: Sequence[str],
+    point: bool,
+    projection: Doc | None = None,
+) -> dict[str, Doc]:
+    """The documents of those _ids that exist: with lookups by _id, concurrently, when
+    `point` (FerretDB, where an $in is a scan), else with one $in per IN_CHUNK ids."""
+    if not ids:
+        return {}
+    if point:
+        gate = asyncio.Semaphore(POINT_READS)
+
+        async def one(doc_id: str) -> Doc | None:
+            async with gate:
+                return await collection.find_one({"_id": doc_id}, projection)
+
+        docs = await asyncio.gather(*(one(i) for i in ids))
+        return {d["_id"]: d for d in docs if d is not None}
+    found: dict[str, Doc] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = list(ids[start : start + IN_CHUNK])
+        async for doc in collection.find({"_id": {"$in": chunk}}, projection):
+            found[doc["_id"]] = doc
+    return found
 
 
 def _duplicates(exc: BulkWriteError, docs: list[Doc]) -> list[str]:

@@ -30,11 +30,17 @@ from voiceagent_backbone.state_svc.model import (
     EmbeddingOwner,
     Event,
     EventType,
+    FactLimits,
+    KnowledgeChange,
+    KnowledgeDocument,
+    PutOutcome,
     Snapshot,
     StoredEmbedding,
+    UserFact,
     UserProfile,
 )
 from voiceagent_backbone.state_svc.store import codec
+from voiceagent_backbone.state_svc.store import sqlite_knowledge as knowledge
 from voiceagent_backbone.state_svc.store.base import (
     SCHEMA_VERSION,
     AppendRequest,
@@ -45,7 +51,9 @@ from voiceagent_backbone.state_svc.store.base import (
 )
 
 T = TypeVar("T")
+# Feed markers: rows of the events table that are not events.
 DELETION = "deletion"
+KNOWLEDGE = "knowledge"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,9 +144,9 @@ CREATE INDEX IF NOT EXISTS embeddings_owner ON embeddings (tenant_id, owner, own
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     """_SCHEMA statement by statement: executescript would first commit the transaction
-    that the migration runs in."""
+    that the migration runs in. Also what schema 2 lacks (3 only added tables)."""
     statement = ""
-    for line in _SCHEMA.splitlines(keepends=True):
+    for line in (_SCHEMA + knowledge.SCHEMA).splitlines(keepends=True):
         statement += line
         if sqlite3.complete_statement(statement):
             conn.execute(statement)
@@ -194,7 +202,32 @@ def _change(row: sqlite3.Row) -> Change:
     if row["type"] == DELETION:
         deletion = codec.deletion_from(row["tenant_id"], json.loads(row["payload"]))
         return Change(feed_seq=row["feed_seq"], deletion=deletion)
+    if row["type"] == KNOWLEDGE:
+        change = codec.knowledge_from(row["tenant_id"], json.loads(row["payload"]))
+        return Change(feed_seq=row["feed_seq"], knowledge=change)
     return Change(feed_seq=row["feed_seq"], event=_event(row))
+
+
+def _insert_marker(
+    conn: sqlite3.Connection, tenant_id: str, kind: str, payload: dict[str, Any], now: datetime
+) -> int:
+    """A feed entry that is not an event (a deletion, a knowledge change); its position."""
+    cursor = conn.execute(
+        "INSERT INTO events (tenant_id, event_id, conversation_id, seq, type, role, text,"
+        " payload, client_time, server_time, participant_identity, detail_kind, detail,"
+        " user_ids) VALUES (?,?,'',0,?,'','',?,NULL,?,'','','{}','[]')",
+        (tenant_id, uuid7(), kind, json.dumps(payload), codec.to_us(now)),
+    )
+    feed_seq = int(cursor.lastrowid or 0)
+    # Markers have no conversation: each gets a unique seq of its own, -feed_seq. Inserted
+    # with seq 0, which nothing keeps (events count from 1, markers go negative): a first
+    # marker at feed_seq 1 keeps -1, so -1 cannot be the placeholder.
+    conn.execute("UPDATE events SET seq=? WHERE feed_seq=?", (-feed_seq, feed_seq))
+    return feed_seq
+
+
+def _announce(conn: sqlite3.Connection, change: KnowledgeChange, now: datetime) -> int:
+    return _insert_marker(conn, change.tenant_id, KNOWLEDGE, codec.knowledge_fields(change), now)
 
 
 def _event(row: sqlite3.Row) -> Event:
@@ -685,27 +718,10 @@ class SqliteStore:
         return [r["conversation_id"] for r in rows]
 
     async def record_deletion(self, deletion: Deletion, now: datetime) -> int:
-        def record(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "INSERT INTO events (tenant_id, event_id, conversation_id, seq, type, role, text,"
-                " payload, client_time, server_time, participant_identity, detail_kind, detail,"
-                " user_ids) VALUES (?,?,'',0,?,'','',?,NULL,?,'','','{}','[]')",
-                (
-                    deletion.tenant_id,
-                    uuid7(),
-                    DELETION,
-                    json.dumps(codec.deletion_fields(deletion)),
-                    codec.to_us(now),
-                ),
-            )
-            feed_seq = int(cursor.lastrowid or 0)
-            # Deletion markers have no conversation: each gets a unique seq of its own, -feed_seq.
-            # Inserted with seq 0, which nothing keeps (events count from 1, markers go
-            # negative): a first marker at feed_seq 1 keeps -1, so -1 cannot be the placeholder.
-            conn.execute("UPDATE events SET seq=? WHERE feed_seq=?", (-feed_seq, feed_seq))
-            return feed_seq
-
-        return await self._write(record)
+        fields = codec.deletion_fields(deletion)
+        return await self._write(
+            lambda conn: _insert_marker(conn, deletion.tenant_id, DELETION, fields, now)
+        )
 
     async def delete_conversations(
         self, tenant_id: str, conversation_ids: Sequence[str]
@@ -762,10 +778,14 @@ class SqliteStore:
         assert until_us is not None
 
         # In the write transaction: BEGIN IMMEDIATE serializes claimers, also of other
-        # processes on the same file.
+        # processes on the same file, and deletions of the owners looked up.
         def claim(conn: sqlite3.Connection) -> list[EmbeddingClaim]:
             out: list[EmbeddingClaim] = []
+            gone = knowledge.gone_owners(conn, keys)
             for key in keys:
+                if (key.tenant_id, key.owner, key.owner_id) in gone:
+                    out.append(EmbeddingClaim(key, gone=True))
+                    continue
                 row = conn.execute(
                     f"SELECT vector, holder, claimed_until FROM embeddings WHERE {_KEY_WHERE}",
                     _key_params(model, key),
@@ -794,13 +814,20 @@ class SqliteStore:
 
     async def put_embeddings(
         self, model: str, embeddings: Sequence[StoredEmbedding], holder: str, now: datetime
-    ) -> list[bool]:
+    ) -> list[PutOutcome]:
         now_us = codec.to_us(now)
 
-        def put(conn: sqlite3.Connection) -> list[bool]:
-            duplicates: list[bool] = []
+        # The owners are looked up in the write transaction: a deletion either came first
+        # (the vector is dropped) or comes after (and deletes it).
+        def put(conn: sqlite3.Connection) -> list[PutOutcome]:
+            outcomes: list[PutOutcome] = []
+            gone = knowledge.gone_owners(conn, (e.key for e in embeddings))
             for embedding in embeddings:
-                params = _key_params(model, embedding.key)
+                key = embedding.key
+                if (key.tenant_id, key.owner, key.owner_id) in gone:
+                    outcomes.append(PutOutcome.DROPPED)
+                    continue
+                params = _key_params(model, key)
                 # A claim row becomes the stored vector; a stored one keeps its first vector.
                 stored = conn.execute(
                     "INSERT INTO embeddings (model, tenant_id, owner, owner_id, item_id, vector,"
@@ -810,8 +837,8 @@ class SqliteStore:
                     " stored_at=excluded.stored_at WHERE vector IS NULL",
                     (*params, embedding.vector, holder, now_us),
                 ).rowcount
-                duplicates.append(stored == 0)
-            return duplicates
+                outcomes.append(PutOutcome.DUPLICATE if stored == 0 else PutOutcome.STORED)
+            return outcomes
 
         return await self._write(put)
 
@@ -868,6 +895,75 @@ class SqliteStore:
     ) -> int:
         ids = list(owner_ids)
         return await self._write(lambda conn: _delete_embeddings(conn, tenant_id, owner, ids))
+
+    # -- knowledge (sqlite_knowledge.py): each write and its announcement, one transaction
+
+    async def put_document(
+        self, tenant_id: str, document: KnowledgeDocument, now: datetime
+    ) -> KnowledgeDocument:
+        change = KnowledgeChange(tenant_id, document_id=document.document_id)
+
+        def put(conn: sqlite3.Connection) -> KnowledgeDocument:
+            stored = knowledge.put_document(conn, tenant_id, document, now)
+            _announce(conn, change, now)
+            return stored
+
+        return await self._write(put)
+
+    async def get_document(self, tenant_id: str, document_id: str) -> KnowledgeDocument | None:
+        return await self._read(lambda conn: knowledge.get_document(conn, tenant_id, document_id))
+
+    async def list_documents(
+        self, tenant_id: str, after: str, limit: int
+    ) -> list[KnowledgeDocument]:
+        return await self._read(
+            lambda conn: knowledge.list_documents(conn, tenant_id, after, limit)
+        )
+
+    async def delete_document(
+        self, tenant_id: str, document_id: str, now: datetime
+    ) -> tuple[bool, int]:
+        def delete(conn: sqlite3.Connection) -> tuple[bool, int]:
+            existed = knowledge.delete_document(conn, tenant_id, document_id)
+            # Vectors of a document that is not there are left behind by no one: remove
+            # them whether or not it existed (a put that raced an earlier deletion).
+            vectors = _delete_embeddings(conn, tenant_id, EmbeddingOwner.DOCUMENT, [document_id])
+            if existed:
+                _announce(conn, KnowledgeChange(tenant_id, document_id=document_id), now)
+            return existed, vectors
+
+        return await self._write(delete)
+
+    async def put_facts(
+        self,
+        tenant_id: str,
+        user_id: str,
+        facts: Sequence[UserFact],
+        now: datetime,
+        limits: FactLimits,
+    ) -> tuple[list[UserFact], bool]:
+        def put(conn: sqlite3.Connection) -> tuple[list[UserFact], bool]:
+            stored, changed = knowledge.put_facts(conn, tenant_id, user_id, facts, now, limits)
+            if changed:
+                _announce(conn, KnowledgeChange(tenant_id, user_id=user_id), now)
+            return stored, changed
+
+        return await self._write(put)
+
+    async def list_facts(self, tenant_id: str, user_id: str) -> list[UserFact]:
+        return await self._read(lambda conn: knowledge.list_facts(conn, tenant_id, user_id))
+
+    async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str, now: datetime) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            existed = knowledge.delete_fact(conn, tenant_id, user_id, fact_id)
+            if existed:
+                _announce(conn, KnowledgeChange(tenant_id, user_id=user_id), now)
+            return existed
+
+        return await self._write(delete)
+
+    async def delete_user_facts(self, tenant_id: str, user_id: str) -> int:
+        return await self._write(lambda conn: knowledge.delete_user_facts(conn, tenant_id, user_id))
 
 
 def _fetch_all(query: str, params: list[Any]) -> Callable[[sqlite3.Connection], list[Any]]:
