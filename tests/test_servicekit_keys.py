@@ -25,7 +25,7 @@ from tests.support import probe_service
 from tests.support.rpc import bearer, probe_call
 from voiceagent_backbone.servicekit import keygen, server, token
 from voiceagent_backbone.servicekit.auth import TokenFile, mint_token
-from voiceagent_backbone.servicekit.config import Grant
+from voiceagent_backbone.servicekit.config import ConfigurationError, Grant
 from voiceagent_backbone.servicekit.signing import generate_private_key, public_jwk
 
 AGENT_SA = "system:serviceaccount:voice:agent-acme"
@@ -130,7 +130,7 @@ def test_a_key_set_with_a_shared_secret_is_refused_at_start(tmp_path: Path) -> N
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]}))
     settings = probe_service.ProbeSettings(port=0, metrics_port=-1, auth_jwks_file=jwks)
-    with pytest.raises(SystemExit, match="public keys only"):
+    with pytest.raises(ConfigurationError, match=r"PROBE_AUTH_JWKS_FILE: .*public keys only"):
         server.GrpcServer(settings, probe_service.definition())
 
 

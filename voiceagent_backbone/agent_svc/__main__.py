@@ -43,23 +43,35 @@ def main() -> None:
             os.path.join(tempfile.gettempdir(), f"agent_svc-metrics-{os.getpid()}"),
         )
         os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
-    from livekit.agents import cli
+    # The settings are checked before LiveKit's framework is imported (seconds): a
+    # missing variable or a port in use is said at once.
     from pydantic import ValidationError
 
-    from voiceagent_backbone.agent_svc import metrics
     from voiceagent_backbone.agent_svc.config import AgentSettings
-    from voiceagent_backbone.agent_svc.worker import build_server
     from voiceagent_backbone.servicekit.cli import configuration_error
+    from voiceagent_backbone.servicekit.config import ConfigurationError
+    from voiceagent_backbone.servicekit.ports import check_ports
 
     try:
         settings = AgentSettings()
     except ValidationError as exc:
         sys.exit(configuration_error("agent_svc", AgentSettings, exc))
     asking_livekit = "--help" in sys.argv[2:] or "-h" in sys.argv[2:]
-    if not settings.livekit_url and not asking_livekit:
-        sys.exit("agent_svc: LIVEKIT_URL is not set: the worker needs livekit-server's address")
-    if not settings.openai_key() and not asking_livekit:
-        sys.exit("agent_svc: the voice worker needs OPENAI_API_KEY (try `make run` for text)")
+    if not asking_livekit:
+        if not settings.livekit_url:
+            sys.exit("agent_svc: LIVEKIT_URL is not set: the worker needs livekit-server's address")
+        if not settings.openai_key():
+            sys.exit("agent_svc: the voice worker needs OPENAI_API_KEY (try `make run` for text)")
+        try:
+            # LiveKit's worker logs a failed bind and exits 0: checked here instead.
+            check_ports(settings, ("health_host", "health_port"), ("health_host", "metrics_port"))
+        except ConfigurationError as exc:
+            sys.exit(f"agent_svc: {exc}")
+    from livekit.agents import cli
+
+    from voiceagent_backbone.agent_svc import metrics
+    from voiceagent_backbone.agent_svc.worker import build_server
+
     metrics.initialise()
     cli.run_app(build_server(settings))
 

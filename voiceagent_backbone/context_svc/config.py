@@ -62,7 +62,7 @@ class ContextSettings(ServiceSettings):
     @model_validator(mode="after")
     def _openai_key(self) -> ContextSettings:
         if self.embedding_backend == "openai" and self.openai_api_key is None:
-            raise ValueError("embedding_backend=openai needs CONTEXT_OPENAI_API_KEY")
+            raise ValueError("CONTEXT_EMBEDDING_BACKEND=openai needs CONTEXT_OPENAI_API_KEY")
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,7 +16,7 @@ from voiceagent_backbone.context_svc.embedding import Embedder, MiniLmEmbedder, 
 from voiceagent_backbone.context_svc.follower import FeedFollower
 from voiceagent_backbone.context_svc.servicer import ContextServicer
 from voiceagent_backbone.context_svc.store import IndexStore
-from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.config import ServiceSettings, path_error
 from voiceagent_backbone.servicekit.scopes import method_scopes
 from voiceagent_backbone.servicekit.server import ServiceDefinition
 
@@ -62,10 +63,21 @@ def make_embedder(settings: ContextSettings) -> Embedder:
     return shared_embedder(settings.embedding_threads)
 
 
+async def open_index(settings: ContextSettings) -> IndexStore:
+    """The index file, open; one that cannot be created names CONTEXT_INDEX_PATH."""
+    store = IndexStore(settings.index_path)
+    try:
+        await store.open()
+    except (OSError, sqlite3.Error) as exc:
+        raise path_error(
+            ContextSettings, "index_path", settings.index_path, "the index file", exc
+        ) from exc
+    return store
+
+
 @contextlib.asynccontextmanager
 async def open_domain(settings: ContextSettings) -> AsyncIterator[ContextDomain]:
-    store = IndexStore(settings.index_path)
-    await store.open()
+    store = await open_index(settings)
     domain = ContextDomain(settings, store, make_embedder(settings))
     try:
         await domain.load()

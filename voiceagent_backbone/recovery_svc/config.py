@@ -90,8 +90,11 @@ class RecoverySettings(ServiceSettings):
             if not value
         ]
         if missing:
-            raise ValueError(f"recovery_svc needs {', '.join(missing)} (livekit-server's API)")
+            raise ValueError(f"{', '.join(missing)} not set: livekit-server's API is needed")
         return self
+
+    def listeners(self) -> list[tuple[str, str]]:
+        return [*super().listeners(), ("webhook_host", "webhook_port")]
 
     def livekit_http_url(self) -> str:
         """The server API's URL (LiveKit's SDKs accept ws:// and wss:// as well)."""

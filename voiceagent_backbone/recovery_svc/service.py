@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from aiohttp import web
 
 from voiceagent_backbone.api.recovery.v1 import recovery_pb2, recovery_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
@@ -21,6 +22,7 @@ from voiceagent_backbone.recovery_svc.webhooks import WebhookReceiver, start_web
 from voiceagent_backbone.servicekit.auth import service_token
 from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.ports import listen_error
 from voiceagent_backbone.servicekit.scopes import method_scopes
 from voiceagent_backbone.servicekit.server import ServiceDefinition
 
@@ -54,7 +56,21 @@ async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
     )
     domain = RecoveryDomain(settings, rooms, StateLedger(stub))
     servicer = RecoveryServicer(domain)
-    webhooks = None
+    webhooks: web.AppRunner | None = None
+    closed = False
+
+    async def stop() -> None:
+        # Run by the server after its last call, and again on the way out (a start that
+        # failed never ran the server's hooks): the clients close once.
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        if webhooks is not None:
+            await webhooks.cleanup()
+        await rooms.aclose()
+        await channel.close(None)
+
     if settings.webhook_port >= 0:
         receiver = WebhookReceiver(
             domain,
@@ -62,7 +78,11 @@ async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
             settings.livekit_api_secret.get_secret_value(),
             settings.webhook_max_age_s,
         )
-        webhooks = await start_webhooks(receiver, settings.webhook_host, settings.webhook_port)
+        try:
+            webhooks = await start_webhooks(receiver, settings.webhook_host, settings.webhook_port)
+        except OSError as exc:
+            await stop()
+            raise listen_error(settings, "webhook_host", "webhook_port", exc) from exc
     reconciler = asyncio.create_task(domain.reconcile_forever(), name="reconcile")
 
     def register(server: grpc.aio.Server) -> None:
@@ -71,12 +91,6 @@ async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
     async def stopping() -> None:
         reconciler.cancel()
         await domain.aclose()
-
-    async def stop() -> None:
-        if webhooks is not None:
-            await webhooks.cleanup()
-        await rooms.aclose()
-        await channel.close(None)
 
     definition = ServiceDefinition(
         name="recovery_svc",
@@ -93,3 +107,4 @@ async def build(settings: ServiceSettings) -> AsyncIterator[ServiceDefinition]:
         reconciler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reconciler
+        await stop()

@@ -7,11 +7,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pydantic import AliasChoices, ValidationError
+from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
 
-from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.config import ConfigurationError, ServiceSettings, env_name
 from voiceagent_backbone.servicekit.server import ServiceFactory, main
+
+__all__ = ["configuration_error", "env_name", "run", "settings_help", "usage"]
 
 
 def run(
@@ -31,19 +33,12 @@ def run(
         settings = settings_class()
     except ValidationError as exc:
         sys.exit(configuration_error(name, settings_class, exc))
-    main(settings, factory, name)
-
-
-def env_name(settings_class: type[Any], field: str) -> str:
-    """The environment variable a settings field is read from."""
-    info = settings_class.model_fields.get(field)
-    alias = info.validation_alias if info is not None else None
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    if isinstance(alias, str):
-        return alias
-    prefix = str(settings_class.model_config.get("env_prefix", ""))
-    return (prefix + field).upper()
+    try:
+        main(settings, factory, name)
+    except ConfigurationError as exc:
+        # A port taken, a database unreachable, a file that cannot be created: found while
+        # starting, and said the way a bad value is.
+        sys.exit(f"{name}: {exc}")
 
 
 def _secret(settings_class: type[Any], field: str) -> bool:

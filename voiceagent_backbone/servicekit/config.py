@@ -3,9 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigurationError(Exception):
+    """The service cannot start with a setting as it is (a port another process holds, a
+    database it cannot reach, a file it cannot create). The message names the environment
+    variable to change; the command line prints it as one line, with no traceback."""
+
+
+def env_name(settings_class: type[Any], field: str) -> str:
+    """The environment variable a settings field is read from."""
+    info = settings_class.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    return (prefix + field).upper()
+
+
+def path_error(
+    settings_class: type[Any], field: str, path: Path, what: str, exc: BaseException
+) -> ConfigurationError:
+    """`VARIABLE='path': cannot open or create <what> (Permission denied: /var/lib)`."""
+    if isinstance(exc, FileExistsError) and exc.filename:
+        problem = f"{exc.filename} is not a directory"
+    elif isinstance(exc, OSError) and exc.strerror:
+        problem = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        problem = str(exc)
+    return ConfigurationError(
+        f"{env_name(settings_class, field)}={str(path)!r}: cannot open or create {what} ({problem})"
+    )
 
 
 def secret_value(value: SecretStr | None, file: Path | None) -> str | None:
@@ -95,9 +129,21 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _key_source_is_unambiguous(self) -> ServiceSettings:
         if self.auth_jwt_key is not None and self.auth_jwt_key_file is not None:
-            raise ValueError("set only one of auth_jwt_key and auth_jwt_key_file")
+            key, key_file = (env_name(type(self), f) for f in ("auth_jwt_key", "auth_jwt_key_file"))
+            raise ValueError(f"set only one of {key} and {key_file}")
         return self
 
     def jwt_key(self) -> str | None:
         """The verification key from the setting or its file, or None when none is set."""
-        return secret_value(self.auth_jwt_key, self.auth_jwt_key_file)
+        try:
+            return secret_value(self.auth_jwt_key, self.auth_jwt_key_file)
+        except OSError as exc:
+            variable = env_name(type(self), "auth_jwt_key_file")
+            raise ConfigurationError(
+                f"{variable}={str(self.auth_jwt_key_file)!r}: cannot read the key ({exc.strerror})"
+            ) from exc
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """(host field, port field) of every socket the service listens on: checked before
+        it starts, so that a port another process holds is said before anything opens."""
+        return [("host", "port"), ("metrics_host", "metrics_port")]

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from voiceagent_backbone.servicekit.arguments import ToolParser
 from voiceagent_backbone.servicekit.signing import (
     ALGORITHMS,
     generate_private_key,
@@ -41,8 +42,11 @@ def _write_set(path: Path, keys: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m voiceagent_backbone.servicekit.keygen", description=__doc__
+    parser = ToolParser(
+        "keygen",
+        prog="python -m voiceagent_backbone.servicekit.keygen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--jwks", type=Path, required=True, help="the key set file to update")
     parser.add_argument("--private-key", type=Path, help="where to write the new private key")

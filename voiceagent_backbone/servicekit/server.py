@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 import grpc
@@ -16,10 +17,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voiceagent_backbone.servicekit import auth, interceptors, tracing
-from voiceagent_backbone.servicekit.config import ServiceSettings
+from voiceagent_backbone.servicekit.config import ConfigurationError, ServiceSettings, env_name
 from voiceagent_backbone.servicekit.keys import JwksFile, JwksUrl, VerificationKeys
 from voiceagent_backbone.servicekit.logging import configure_logging
 from voiceagent_backbone.servicekit.metrics import MetricsEndpoint, start_metrics_endpoint
+from voiceagent_backbone.servicekit.ports import bind_failure, check_ports, listen_error
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,13 @@ def _server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
 class GrpcServer:
     """A started service: the gRPC server, health, reflection and the metrics endpoint."""
 
-    def __init__(self, settings: ServiceSettings, definition: ServiceDefinition) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        definition: ServiceDefinition,
+        verifier: auth.JwtVerifier | EllipsisType | None = ...,
+    ) -> None:
+        """`verifier`: None turns authentication off; by default it comes from the settings."""
         self.settings = settings
         self.definition = definition
         # The grpc stubs predate health.aio.
@@ -71,8 +79,10 @@ class GrpcServer:
         self.port = 0
         self.metrics_port = 0
         self._metrics: MetricsEndpoint | None = None
+        self._serving = False
         self._stopped = asyncio.Event()
-        verifier = _verifier(settings, definition.name)
+        if isinstance(verifier, EllipsisType):
+            verifier = _verifier(settings, definition.name)
         self._key_urls = [] if verifier is None else verifier.keys.urls
         chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [
             tracing.server_interceptor(definition.untraced_methods),
@@ -101,18 +111,23 @@ class GrpcServer:
             [*definition.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME],
             self.server,
         )
-        address = f"{_bracket(self.settings.host)}:{self.settings.port}"
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise RuntimeError(f"could not listen on {address}")
-        if self.settings.metrics_port >= 0:
-            self._metrics = start_metrics_endpoint(
-                self.settings.metrics_host, self.settings.metrics_port
-            )
+        settings = self.settings
+        address = f"{_bracket(settings.host)}:{settings.port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc says only that the bind failed
+            cause = bind_failure(settings.host, settings.port)
+            raise listen_error(settings, "host", "port", cause) from exc
+        if settings.metrics_port >= 0:
+            try:
+                self._metrics = start_metrics_endpoint(settings.metrics_host, settings.metrics_port)
+            except OSError as exc:
+                raise listen_error(settings, "metrics_host", "metrics_port", exc) from exc
             self.metrics_port = self._metrics.port
         for source in self._key_urls:
             await source.start()
         await self.server.start()
+        self._serving = True
         for name in ["", *definition.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -128,16 +143,20 @@ class GrpcServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("shutting down", extra={"grace_period_s": self.settings.grace_period_s})
-        await self.health.enter_graceful_shutdown()
+        # A server whose start failed has no calls to drain: it only releases what the
+        # start took and runs the service's hooks (their clients and tasks), quietly.
+        serving = self._serving
+        if serving:
+            log.info("shutting down", extra={"grace_period_s": self.settings.grace_period_s})
+            await self.health.enter_graceful_shutdown()
         for hook in self.definition.on_stopping:
             try:
                 await hook()
             except Exception:
                 log.exception("shutdown hook failed")
-        if self.settings.shutdown_delay_s > 0:
+        if serving and self.settings.shutdown_delay_s > 0:
             await asyncio.sleep(self.settings.shutdown_delay_s)
-        await self.server.stop(self.settings.grace_period_s)
+        await self.server.stop(self.settings.grace_period_s if serving else 0)
         for hook in self.definition.on_stop:
             try:
                 await hook()
@@ -148,7 +167,8 @@ class GrpcServer:
         if self._metrics is not None:
             self._metrics.stop()
         tracing.shutdown_tracing()
-        log.info("stopped")
+        if serving:
+            log.info("stopped")
 
 
 def _bracket(host: str) -> str:
@@ -162,7 +182,7 @@ def _verifier(settings: ServiceSettings, service: str) -> auth.JwtVerifier | Non
     try:
         keys = _verification_keys(settings, service)
     except ValueError as exc:
-        raise SystemExit(f"{service}: {exc}") from exc
+        raise ConfigurationError(str(exc)) from exc
     return auth.JwtVerifier(
         keys,
         issuer=settings.auth_jwt_issuer,
@@ -177,6 +197,9 @@ def _verifier(settings: ServiceSettings, service: str) -> auth.JwtVerifier | Non
 
 
 def _verification_keys(settings: ServiceSettings, service: str) -> VerificationKeys:
+    def var(field: str) -> str:
+        return env_name(type(settings), field)
+
     key = settings.jwt_key()
     if not key and settings.auth_jwks_file is None and settings.auth_jwks_url is None:
         p = settings.model_config.get("env_prefix", "")
@@ -187,12 +210,20 @@ def _verification_keys(settings: ServiceSettings, service: str) -> VerificationK
     if key and any(a.startswith("HS") for a in settings.auth_jwt_algorithms):
         if len(key.encode()) < 32:
             # RFC 7518 §3.2: an HMAC key shorter than the hash output is guessable.
-            raise ValueError("the JWT key for HS* algorithms must be at least 32 bytes")
+            source = "auth_jwt_key" if settings.auth_jwt_key is not None else "auth_jwt_key_file"
+            raise ValueError(
+                f"{var(source)}: the JWT key for HS* algorithms must be at least 32 bytes"
+            )
         log.warning(
             "verifying with a shared HS* key: whoever holds it can mint tokens for any "
             "tenant; use public keys (auth_jwks_file or auth_jwks_url) in production"
         )
-    files = [JwksFile(settings.auth_jwks_file)] if settings.auth_jwks_file else []
+    files = []
+    if settings.auth_jwks_file:
+        try:
+            files.append(JwksFile(settings.auth_jwks_file))
+        except ValueError as exc:
+            raise ValueError(f"{var('auth_jwks_file')}: {exc}") from exc
     urls = []
     if settings.auth_jwks_url:
         urls.append(
@@ -211,11 +242,17 @@ ServiceFactory = Callable[[ServiceSettings], AbstractAsyncContextManager[Service
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: ServiceSettings, definition: ServiceDefinition
+    settings: ServiceSettings,
+    definition: ServiceDefinition,
+    verifier: auth.JwtVerifier | EllipsisType | None = ...,
 ) -> AsyncIterator[GrpcServer]:
     """Start a server for a definition, stop it on exit (tests and embedding use this)."""
-    server = GrpcServer(settings, definition)
-    await server.start()
+    server = GrpcServer(settings, definition, verifier)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
     try:
         yield server
     finally:
@@ -230,7 +267,11 @@ async def serve(settings: ServiceSettings, factory: ServiceFactory, name: str) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with factory(settings) as definition, running(settings, definition):
+    # Before the service opens its store or loads a model: a port another process holds,
+    # or a key that cannot be used, is said at once, in one line.
+    check_ports(settings, *settings.listeners())
+    verifier = _verifier(settings, name)
+    async with factory(settings) as definition, running(settings, definition, verifier):
         await stop.wait()
         log.info("received a stop signal")
 

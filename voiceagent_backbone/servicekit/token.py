@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from voiceagent_backbone.servicekit.arguments import ToolParser
 from voiceagent_backbone.servicekit.auth import mint_token
 from voiceagent_backbone.servicekit.signing import public_jwk
 
@@ -22,17 +23,27 @@ DEFAULT_SCOPES = "state.read state.write context.read context.write"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m voiceagent_backbone.servicekit.token", description=__doc__
+    parser = ToolParser(
+        "token",
+        prog="python -m voiceagent_backbone.servicekit.token",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--tenant", required=True, help="the tenant whose data the token reaches")
     parser.add_argument("--scopes", default=DEFAULT_SCOPES, help="space-separated scopes")
-    parser.add_argument("--subject", default="cli")
+    parser.add_argument("--subject", default="cli", help="the sub claim (default cli)")
     parser.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
     parser.add_argument("--issuer", help="the iss claim (when the services check one)")
     parser.add_argument("--audience", help="the aud claim (when the services check one)")
-    parser.add_argument("--key-file", type=Path)
-    parser.add_argument("--key-env", default="STATE_AUTH_JWT_KEY")
+    parser.add_argument(
+        "--key-file", type=Path, help="the signing key: a PEM private key or an HS256 secret"
+    )
+    parser.add_argument(
+        "--key-env",
+        default="STATE_AUTH_JWT_KEY",
+        metavar="VARIABLE",
+        help="without --key-file, the variable holding the key (default STATE_AUTH_JWT_KEY)",
+    )
     args = parser.parse_args(argv)
     if args.key_file is not None:
         try:

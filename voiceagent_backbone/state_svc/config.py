@@ -26,6 +26,9 @@ class StateSettings(ServiceSettings):
     # "majority" survives a primary failover; "1" is faster on a single node.
     mongodb_write_concern: str = "majority"
     mongodb_timeout_ms: int = Field(default=5000, ge=100)
+    # At start-up, how long to wait for the database to answer before exiting (an
+    # orchestrator starts the service again); a wrong URI is then said within seconds.
+    mongodb_start_timeout_ms: int = Field(default=3000, ge=100)
     sqlite_path: Path = Path(".run/state.sqlite3")
     # FULL: every acknowledged append survives a power cut; NORMAL: survives a crash.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
