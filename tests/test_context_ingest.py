@@ -19,7 +19,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.context import ContextHandle, context_settings, eventually, running_context
+from tests.support.context import (
+    ContextHandle,
+    context_settings,
+    eventually,
+    running_context,
+    sqlite_state,
+)
 from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
 from voiceagent_backbone.context_svc.embedding import EmbeddingError, Vectors
 from voiceagent_backbone.context_svc.service import shared_embedder
@@ -125,15 +131,13 @@ def embedder() -> GatedEmbedder:
 async def ctx(
     tmp_path_factory: pytest.TempPathFactory, jwt_key: str, embedder: GatedEmbedder
 ) -> AsyncIterator[ContextHandle]:
-    settings = context_settings(
-        tmp_path_factory.mktemp("ctx-ingest"),
-        jwt_key,
-        1,
-        follow_feed=False,
-        ingest_sync_budget_s=0.05,
-    )
-    async with running_context(settings, jwt_key, embedder) as handle:
-        yield handle
+    tmp = tmp_path_factory.mktemp("ctx-ingest")
+    async with sqlite_state(tmp / "state", jwt_key) as state:
+        settings = context_settings(
+            tmp, jwt_key, state.port, follow_feed=False, ingest_sync_budget_s=0.05
+        )
+        async with running_context(settings, jwt_key, embedder) as handle:
+            yield handle
 
 
 def fresh_tenant() -> str:
@@ -262,29 +266,33 @@ async def test_a_restart_mid_tail_finishes_the_document(tmp_path: Path, jwt_key:
     tenant = fresh_tenant()
     text = distinct_text(16 * 1024)
     # Nothing embedded while answering; then the backend fails after one batch of chunks.
-    settings = context_settings(tmp_path, jwt_key, 1, follow_feed=False, ingest_sync_budget_s=0)
-    batch = 16
-    async with running_context(settings, jwt_key, FailingEmbedder(allowed=batch)) as first:
-        reply = await ingest(first, tenant, "handbook", text)
-        chunks = reply.document.chunk_count
-        assert chunks > batch
-        assert reply.document.embedded_chunks == 0
-        await eventually(
-            lambda: first.domain.backfill.count(tenant) == chunks - batch, "a batch embedded"
+    async with sqlite_state(tmp_path / "state", jwt_key) as state:
+        settings = context_settings(
+            tmp_path, jwt_key, state.port, follow_feed=False, ingest_sync_budget_s=0
         )
-        assert (await get_document(first, tenant, "handbook")).embedded_chunks == batch
+        batch = 16
+        async with running_context(settings, jwt_key, FailingEmbedder(allowed=batch)) as first:
+            reply = await ingest(first, tenant, "handbook", text)
+            chunks = reply.document.chunk_count
+            assert chunks > batch
+            assert reply.document.embedded_chunks == 0
+            await eventually(
+                lambda: first.domain.knowledge.backfill.count(tenant) == chunks - batch,
+                "a batch embedded",
+            )
+            assert (await get_document(first, tenant, "handbook")).embedded_chunks == batch
 
-    async with running_context(settings, jwt_key) as second:
-        document = await fully_embedded(second, tenant, "handbook")
+        async with running_context(settings, jwt_key) as second:
+            document = await fully_embedded(second, tenant, "handbook")
 
-        assert document.chunk_count == chunks
-        # Only what was left was embedded, each chunk once, none of them twice.
-        assert second.domain.embedded_for_index == chunks - batch
-        assert await stored_chunks(second.domain.store, tenant, "handbook") == [True] * chunks
-        meaning = await second.enrich(PARAPHRASE, "ana", tenant)
-        assert "security desk" in meaning.items[0].text
-        keys = [(i.document_id, i.chunk_index) for i in meaning.items]
-        assert len(set(keys)) == len(keys)
+            assert document.chunk_count == chunks
+            # Only what was left was embedded, each chunk once, none of them twice.
+            assert second.domain.embedded_for_index == chunks - batch
+            assert await stored_chunks(second.domain.store, tenant, "handbook") == [True] * chunks
+            meaning = await second.enrich(PARAPHRASE, "ana", tenant)
+            assert "security desk" in meaning.items[0].text
+            keys = [(i.document_id, i.chunk_index) for i in meaning.items]
+            assert len(set(keys)) == len(keys)
 
 
 async def test_a_document_deleted_mid_tail_stays_deleted(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from tests.support.context import context_settings, running_context
+from tests.support.context import context_settings, running_context, sqlite_state
+from tests.support.state import StateHandle
 from voiceagent_backbone.api.context.v1 import context_pb2 as pb
 from voiceagent_backbone.context_svc.config import ContextSettings
 
@@ -84,13 +85,19 @@ def fake_openai() -> Iterator[FakeEmbeddings]:
         thread.join(5)
 
 
+@pytest.fixture
+async def state(tmp_path: Path, jwt_key: str) -> AsyncIterator[StateHandle]:
+    async with sqlite_state(tmp_path / "state", jwt_key) as handle:
+        yield handle
+
+
 async def test_openai_backend_embeds_and_fails_open(
-    tmp_path: Path, jwt_key: str, fake_openai: FakeEmbeddings
+    tmp_path: Path, jwt_key: str, fake_openai: FakeEmbeddings, state: StateHandle
 ) -> None:
     settings = context_settings(
         tmp_path,
         jwt_key,
-        1,
+        state.port,
         follow_feed=False,
         embedding_backend="openai",
         openai_base_url=fake_openai.url,

@@ -1,13 +1,14 @@
-"""Several context_svc replicas on one state_svc: each turn is embedded once for all of
-them (the vectors are shared through state_svc), a replica started later loads the vectors
-instead of embedding, and every replica gives the same answers."""
+"""Several context_svc replicas on one state_svc: each turn and passage is embedded once for
+all of them (the vectors are shared through state_svc), a replica started later loads the
+vectors instead of embedding, every replica gives the same answers, and knowledge and facts
+written through one replica are found through every other."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.support.state import StateHandle, event, running_state, state_setting
 from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
 from voiceagent_backbone.api.context.v1 import context_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2 as spb
+from voiceagent_backbone.context_svc.index import Source
 from voiceagent_backbone.servicekit.client import create_channel
 
 TENANT = "tenant-replicas"
@@ -160,3 +162,128 @@ async def test_replicas_embed_each_turn_once_and_answer_alike(
             listed += len(page.embeddings)
             assert all(e.key.owner_id not in conversations["ana"] for e in page.embeddings)
         assert listed == remaining
+
+
+HANDBOOK = (
+    "Parking. Staff park on level minus one; visitors get a ticket at the front desk.\n\n"
+    "Lost badges. A lost staff badge is replaced at the security desk on level minus two, "
+    "for a fee of fifteen euros, on weekdays between nine and eleven.\n\n"
+    "Canteen. Lunch is served from noon to two; the vegetarian dish changes every day."
+)
+HANDBOOK_V2 = (
+    "Bicycles. Bicycles are parked in the courtyard shed, which opens with the staff badge.\n\n"
+    + HANDBOOK.split("\n\n", 1)[1]
+)
+
+
+async def knowledge_of(handle: ContextHandle, text: str, user: str = "ana") -> list[str]:
+    reply = await handle.stub().Enrich(
+        cpb.EnrichRequest(user_id=user, text=text, max_items=3), metadata=handle.metadata(TENANT)
+    )
+    return [i.text for i in reply.items]
+
+
+def has_document(handle: ContextHandle, version_text: str) -> bool:
+    partition = handle.domain.index.partitions.get((TENANT, Source.KNOWLEDGE, ""))
+    entries = partition.entries if partition is not None else []
+    return any(e is not None and version_text in e.text for e in entries)
+
+
+@pytest.mark.timeout(300)
+async def test_knowledge_and_facts_written_through_one_replica_are_everywhere(
+    tmp_path: Path, jwt_key: str, state: StateHandle
+) -> None:
+    settings = [context_settings(tmp_path / f"replica{i}", jwt_key, state.port) for i in range(3)]
+    for s in settings:
+        s.index_path.parent.mkdir()
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = [await stack.enter_async_context(running_context(s, jwt_key)) for s in settings[:2]]
+        md = a.metadata(TENANT)
+        ingested = await a.stub().IngestDocument(
+            cpb.IngestDocumentRequest(
+                document=cpb.Document(document_id="handbook", title="Staff handbook", text=HANDBOOK)
+            ),
+            metadata=md,
+        )
+        chunks = ingested.document.chunk_count
+        assert ingested.document.embedded_chunks == chunks
+        await a.stub().UpsertFacts(
+            cpb.UpsertFactsRequest(
+                user_id="ana", facts=[cpb.Fact(fact_id="diet", text="Ana is vegetarian.")]
+            ),
+            metadata=md,
+        )
+
+        # Found through the other replica, by meaning, which it loaded instead of embedding.
+        async def b_has_everything() -> bool:
+            found = await b.stub().GetDocument(
+                cpb.GetDocumentRequest(document_id="handbook"), metadata=md
+            )
+            return (
+                found.document.embedded_chunks == chunks
+                and b.domain.index.count(Source.FACT, TENANT) == 1
+            )
+
+        await eventually_async(b_has_everything, "the document and the fact on replica b")
+        assert "security desk" in (await knowledge_of(b, "I lost my badge, where do I go?"))[0]
+        assert "Ana is vegetarian." in await knowledge_of(b, "is Ana a vegetarian?")
+        assert b.domain.embedded_for_index == 0
+        listed = await b.stub().ListFacts(cpb.ListFactsRequest(user_id="ana"), metadata=md)
+        assert [f.text for f in listed.facts] == ["Ana is vegetarian."]
+
+        # A new version through b replaces the old one on a.
+        await b.stub().IngestDocument(
+            cpb.IngestDocumentRequest(
+                document=cpb.Document(
+                    document_id="handbook", title="Staff handbook", text=HANDBOOK_V2
+                )
+            ),
+            metadata=md,
+        )
+        await eventually(
+            lambda: has_document(a, "courtyard shed") and not has_document(a, "level minus one"),
+            "the new version on replica a",
+        )
+
+        # Thrown away: a replica whose index file is gone rebuilds knowledge and facts from
+        # state_svc and embeds nothing.
+        c = await stack.enter_async_context(running_context(settings[2], jwt_key))
+        await eventually(
+            lambda: (
+                has_document(c, "courtyard shed") and c.domain.index.count(Source.FACT, TENANT) == 1
+            ),
+            "knowledge and facts on the new replica c",
+        )
+        assert "courtyard shed" in (await knowledge_of(c, "where can I leave my bike?"))[0]
+
+        # Deleted through one replica: gone from every replica and from state_svc.
+        await c.stub().DeleteDocument(
+            cpb.DeleteDocumentRequest(document_id="handbook"), metadata=md
+        )
+        await state.stub().DeleteUserData(
+            spb.DeleteUserDataRequest(user_id="ana"), metadata=state.metadata(TENANT)
+        )
+
+        def nothing_left() -> bool:
+            return all(
+                h.domain.index.count(Source.KNOWLEDGE, TENANT) == 0
+                and h.domain.index.count(Source.FACT, TENANT) == 0
+                for h in (a, b, c)
+            )
+
+        await eventually(nothing_left, "knowledge and facts deleted on every replica")
+        assert c.domain.embedded_for_index == 0
+        async for page in state.stub().ListEmbeddings(
+            spb.ListEmbeddingsRequest(model=a.domain.embedder.name, page_size=1000),
+            metadata=state.metadata(TENANT, "state.index"),
+        ):
+            assert not [e for e in page.embeddings if e.key.owner == spb.EMBEDDING_OWNER_DOCUMENT]
+
+
+async def eventually_async(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

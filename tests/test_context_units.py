@@ -3,8 +3,6 @@ the queue of chunks waiting for their vector."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from voiceagent_backbone.context_svc.backfill import DocumentTail, KnowledgeBackfill
@@ -122,7 +120,7 @@ def test_an_entry_without_a_vector_is_ranked_by_bm25_until_it_gets_one() -> None
     )
 
 
-async def _no_embedding(texts: Sequence[str]) -> Vectors:
+async def _no_embedding(tail: DocumentTail, texts: list[str]) -> Vectors:
     raise AssertionError("the worker is not started here")
 
 

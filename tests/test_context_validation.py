@@ -11,7 +11,12 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.support.context import ContextHandle, context_settings, running_context
+from tests.support.context import (
+    ContextHandle,
+    context_settings,
+    running_context,
+    sqlite_state,
+)
 from voiceagent_backbone.api.context.v1 import context_pb2 as pb
 
 
@@ -19,16 +24,14 @@ from voiceagent_backbone.api.context.v1 import context_pb2 as pb
 async def ctx(
     tmp_path_factory: pytest.TempPathFactory, jwt_key: str
 ) -> AsyncIterator[ContextHandle]:
-    # No state_svc here: validation happens before anything else, feed following is off.
-    settings = context_settings(
-        tmp_path_factory.mktemp("ctx-validation"),
-        jwt_key,
-        1,
-        follow_feed=False,
-        max_document_bytes=4096,
-    )
-    async with running_context(settings, jwt_key) as handle:
-        yield handle
+    # Feed following is off: validation happens before anything else.
+    tmp = tmp_path_factory.mktemp("ctx-validation")
+    async with sqlite_state(tmp / "state", jwt_key) as state:
+        settings = context_settings(
+            tmp, jwt_key, state.port, follow_feed=False, max_document_bytes=4096
+        )
+        async with running_context(settings, jwt_key) as handle:
+            yield handle
 
 
 def big_struct() -> struct_pb2.Struct:
@@ -217,10 +220,14 @@ async def test_service_stays_up_and_writes_need_the_write_scope(ctx: ContextHand
 async def test_too_many_facts_for_one_user_is_refused(
     tmp_path_factory: pytest.TempPathFactory, jwt_key: str
 ) -> None:
-    settings = context_settings(
-        tmp_path_factory.mktemp("ctx-facts"), jwt_key, 1, follow_feed=False, max_facts_per_user=3
-    )
-    async with running_context(settings, jwt_key) as handle:
+    tmp = tmp_path_factory.mktemp("ctx-facts")
+    async with (
+        sqlite_state(tmp / "state", jwt_key) as state,
+        running_context(
+            context_settings(tmp, jwt_key, state.port, follow_feed=False, max_facts_per_user=3),
+            jwt_key,
+        ) as handle,
+    ):
         stub, md = handle.stub(), handle.metadata()
         await stub.UpsertFacts(
             pb.UpsertFactsRequest(

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from pydantic import SecretStr
 
-from tests.support.state import StateHandle, event
+from tests.support.state import StateHandle, event, running_state, state_settings
 from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
 from voiceagent_backbone.api.context.v1 import context_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2 as spb
@@ -21,7 +21,6 @@ from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.domain import ContextDomain
 from voiceagent_backbone.context_svc.embedding import Embedder
 from voiceagent_backbone.context_svc.follower import FeedFollower
-from voiceagent_backbone.context_svc.store import IndexStore
 from voiceagent_backbone.servicekit import auth, server
 
 CONTEXT_SCOPES = "context.read context.write"
@@ -74,23 +73,26 @@ async def running_context(
 ) -> AsyncIterator[ContextHandle]:
     """context_svc as `python -m voiceagent_backbone.context_svc` runs it; `embedder` replaces
     the model."""
-    store = IndexStore(settings.index_path)
-    await store.open()
-    domain = ContextDomain(settings, store, embedder or service.make_embedder(settings))
-    follower = FeedFollower(settings, domain)
-    try:
-        await domain.load()
-        if settings.follow_feed:
-            follower.start()
-        async with (
-            server.running(settings, service.definition(domain)) as running,
-            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
-        ):
-            yield ContextHandle(domain, running.port, settings, jwt_key, channel)
-    finally:
-        await follower.stop()
-        domain.close()
-        await store.close()
+    async with service.open_domain(settings, embedder) as domain:
+        follower = FeedFollower(settings, domain)
+        try:
+            if settings.follow_feed:
+                follower.start()
+            async with (
+                server.running(settings, service.definition(domain)) as running,
+                grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+            ):
+                yield ContextHandle(domain, running.port, settings, jwt_key, channel)
+        finally:
+            await follower.stop()
+
+
+@contextlib.asynccontextmanager
+async def sqlite_state(tmp: Path, jwt_key: str) -> AsyncIterator[StateHandle]:
+    """A state_svc on SQLite: where context_svc keeps knowledge documents and facts."""
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
+    async with running_state(state_settings("sqlite", tmp, jwt_key, None), jwt_key) as state:
+        yield state
 
 
 async def say(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from voiceagent_backbone.context_svc.embedding import Vectors
@@ -45,7 +45,8 @@ class DocumentTail:
         self.chunks = sum(len(indexes) for indexes in self.texts.values())
 
 
-EmbedTexts = Callable[[Sequence[str]], Awaitable[Vectors]]
+# Vectors of texts of a tail (the domain: loaded from the shared vectors or computed).
+EmbedTexts = Callable[[DocumentTail, list[str]], Awaitable[Vectors]]
 # Stores the vectors of texts of a tail (the domain: under its write lock, if current).
 StoreVectors = Callable[[DocumentTail, list[str], Vectors], Awaitable[None]]
 
@@ -77,6 +78,9 @@ class KnowledgeBackfill:
         old = self._tails.pop((tenant_id, document_id), None)
         if old is not None:
             self.total -= old.chunks
+
+    def tail_of(self, tenant_id: str, document_id: str) -> DocumentTail | None:
+        return self._tails.get((tenant_id, document_id))
 
     def is_current(self, tail: DocumentTail) -> bool:
         return self._tails.get((tail.tenant_id, tail.document_id)) is tail
@@ -125,7 +129,7 @@ class KnowledgeBackfill:
                 continue
             tail, texts = item
             try:
-                vectors = await self._embed(texts)
+                vectors = await self._embed(tail, texts)
                 await self._store(tail, texts, vectors)
             except Exception:
                 log.exception(

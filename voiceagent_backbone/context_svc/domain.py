@@ -10,7 +10,6 @@ import collections
 import dataclasses
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,18 +19,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from voiceagent_backbone.context_svc import metrics
-from voiceagent_backbone.context_svc.backfill import DocumentTail, KnowledgeBackfill
-from voiceagent_backbone.context_svc.chunking import chunk_text
+from voiceagent_backbone.context_svc.backfill import DocumentTail
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.embedding import Embedder, EmbeddingError, Vectors
 from voiceagent_backbone.context_svc.index import Entry, Index, PartitionKey, Source
+from voiceagent_backbone.context_svc.knowledge import KnowledgeBase, chunk_embed_text
 from voiceagent_backbone.context_svc.lexical import analyze
 from voiceagent_backbone.context_svc.model import (
     AddTurn,
     Chunk,
     DeletionEvent,
-    Document,
-    DocumentStatus,
     DropConversations,
     EnrichQuery,
     EnrichResult,
@@ -39,16 +36,14 @@ from voiceagent_backbone.context_svc.model import (
     FeedItem,
     FeedOp,
     IndexStatus,
-    NewDocument,
-    NewFact,
+    KnowledgeChanged,
     Turn,
     TurnEvent,
 )
 from voiceagent_backbone.context_svc.render import date_label, render
-from voiceagent_backbone.context_svc.shared_vectors import SharedVectors, TurnKey
+from voiceagent_backbone.context_svc.shared_vectors import SharedVectors, VectorKey
 from voiceagent_backbone.context_svc.store import IndexStore
-from voiceagent_backbone.servicekit.errors import InvalidArgument, NotFound, Unavailable
-from voiceagent_backbone.servicekit.page_tokens import KEY_BYTES, PageTokens
+from voiceagent_backbone.servicekit.errors import Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,12 +62,6 @@ ANONYMOUS = "~"
 
 def utcnow_us() -> int:
     return int(time.time() * 1_000_000)
-
-
-def chunk_embed_text(title: str, text: str) -> str:
-    """What a knowledge chunk's vector is computed from: the title gives a passage its
-    topic when the passage itself does not name it."""
-    return f"{title}: {text}" if title else text
 
 
 @dataclass
@@ -125,9 +114,6 @@ class ContextDomain:
         self.settings = settings
         self.store = store
         self.embedder = embedder
-        # Replaced in load() by the key kept in the index file, so page tokens outlive a
-        # restart of this replica.
-        self.page_tokens = PageTokens(secrets.token_bytes(KEY_BYTES))
         self.index = Index(embedder.dim)
         self.progress = FeedProgress()
         self.turn_count = 0
@@ -143,21 +129,14 @@ class ContextDomain:
         self.shared_vectors: SharedVectors | None = None
         self._executors = _Executors()
         # Feed batches and knowledge writes change the index one at a time.
-        self._write_lock = asyncio.Lock()
-        self.backfill = KnowledgeBackfill(
-            self.embed_for_index, self._store_chunk_vectors, batch=EMBED_BATCH
-        )
+        self.write_lock = asyncio.Lock()
+        self.knowledge = KnowledgeBase(self)
 
     # -- start-up ------------------------------------------------------------------------
 
     async def load(self) -> None:
         """Rebuilds the in-memory index from the store; re-embeds only after a model change."""
         started = time.perf_counter()
-        key = await self.store.get_meta("page_token_key")
-        if key is None:
-            key = secrets.token_hex(KEY_BYTES)
-            await self.store.set_meta("page_token_key", key)
-        self.page_tokens = PageTokens(bytes.fromhex(key))
         model = await self.store.get_meta("embedding_model")
         turns = await self.store.load_turns()
         chunks = await self.store.load_chunks()
@@ -174,22 +153,22 @@ class ContextDomain:
             self.turns_by_tenant[turn.tenant_id] += 1
         self.turn_count = len(turns)
         for chunk in chunks:
-            self._index_chunk(chunk)
+            self.index_chunk(chunk)
         # Chunks stored before they were embedded (the replica stopped first) are queued
         # again: an ingest interrupted by a restart finishes after it.
         for tail in _tails_of(chunks):
-            self.backfill.put(tail)
+            self.knowledge.backfill.put(tail)
         for fact in facts:
-            self._index_fact(fact)
+            self.index_fact(fact)
         self.progress.cursor = await self.store.get_meta("cursor") or ""
-        self._update_gauges()
-        self.backfill.start()
+        self.update_gauges()
+        self.knowledge.backfill.start()
         log.info(
             "index loaded",
             extra={
                 "turns": len(turns),
                 "chunks": len(chunks),
-                "pending_chunks": self.backfill.total,
+                "pending_chunks": self.knowledge.backfill.total,
                 "facts": len(facts),
                 "cursor": self.progress.cursor,
                 "seconds": round(time.perf_counter() - started, 2),
@@ -227,7 +206,7 @@ class ContextDomain:
         )
 
     def close(self) -> None:
-        self.backfill.stop()
+        self.knowledge.backfill.stop()
         self._executors.shutdown()
 
     # -- embedding -----------------------------------------------------------------------
@@ -281,20 +260,11 @@ class ContextDomain:
                     self._transcribed.popitem(last=False)
         return vectors
 
-    async def _embed_until(self, texts: Sequence[str], deadline: float) -> dict[str, Vectors]:
-        """Embeds the distinct texts in order, a batch at a time, until the loop's clock
-        passes `deadline` (so at most one batch after it); returns the vectors of those it
-        embedded. Batches of 16 chunks took 11 % less CPU per chunk than one at a time
-        (measured on 2 busy cores)."""
-        loop = asyncio.get_running_loop()
-        distinct = list(dict.fromkeys(texts))
-        vectors: dict[str, Vectors] = {}
-        for start in range(0, len(distinct), EMBED_BATCH):
-            if loop.time() >= deadline:
-                break
-            batch = distinct[start : start + EMBED_BATCH]
-            vectors.update(zip(batch, await self.embed_for_index(batch), strict=True))
-        return vectors
+    async def on_index_thread(self, work: Callable[[], T]) -> T:
+        """Runs CPU-bound Python (chunking, analysis: a few hundred ms for 512 KiB) on the
+        indexing thread: the event loop gets the interpreter back every few milliseconds
+        and keeps answering Enrich and health checks meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._executors.index, work)
 
     async def _embed_in_batches(self, texts: Sequence[str]) -> Vectors:
         """Small batches of similar length: a batch is padded to its longest text, and
@@ -331,7 +301,7 @@ class ContextDomain:
         for owner in turn.owners:
             self.index.add((turn.tenant_id, Source.MEMORY, owner), entry, turn.terms, turn.vector)
 
-    def _index_chunk(self, chunk: Chunk) -> None:
+    def index_chunk(self, chunk: Chunk) -> None:
         entry = Entry(
             key=f"{chunk.document_id}#{chunk.chunk_index}",
             source=Source.KNOWLEDGE,
@@ -343,7 +313,7 @@ class ContextDomain:
         )
         self.index.add((chunk.tenant_id, Source.KNOWLEDGE, ""), entry, chunk.terms, chunk.vector)
 
-    def _index_fact(self, fact: Fact) -> None:
+    def index_fact(self, fact: Fact) -> None:
         entry = Entry(
             key=fact.fact_id,
             source=Source.FACT,
@@ -355,7 +325,12 @@ class ContextDomain:
 
     async def apply_feed(self, items: list[FeedItem], cursor: str) -> None:
         """Applies one batch of feed changes and stores the cursor after it, atomically."""
-        async with self._write_lock:
+        async with self.write_lock:
+            # Knowledge first: its writes are idempotent, so a crash before the cursor
+            # below is stored only repeats them.
+            changed = [i for i in items if isinstance(i, KnowledgeChanged)]
+            if changed:
+                await self.knowledge.apply_changes(changed)
             turns = [i for i in items if isinstance(i, TurnEvent)]
             vectors = await self._turn_vectors(turns)
             previous: dict[tuple[str, str], str] = {}
@@ -368,6 +343,8 @@ class ContextDomain:
                     )
                     for conversation_id in item.conversation_ids:
                         previous.pop((item.tenant_id, conversation_id), None)
+                    continue
+                if not isinstance(item, TurnEvent):
                     continue
                 key = (item.tenant_id, item.conversation_id)
                 if key not in previous:
@@ -413,11 +390,11 @@ class ContextDomain:
             self.progress.cursor = cursor
             metrics.FEED_APPLIED.labels(change="turn").inc(len(result.added))
             metrics.FEED_APPLIED.labels(change="removed_turn").inc(len(result.removed))
-            self._update_gauges()
+            self.update_gauges()
 
-    def _update_gauges(self) -> None:
+    def update_gauges(self) -> None:
         metrics.INDEXED_TURNS.set(self.turn_count)
-        metrics.KNOWLEDGE_PENDING_CHUNKS.set(self.backfill.total)
+        metrics.KNOWLEDGE_PENDING_CHUNKS.set(self.knowledge.backfill.total)
         for source in Source:
             metrics.INDEX_ENTRIES.labels(source=source.value).set(self.index.count(source))
         metrics.INDEX_BYTES.set(self.index.nbytes())
@@ -491,131 +468,6 @@ class ContextDomain:
         block, tokens, kept = render(hits, query.token_budget)
         return EnrichResult(kept, block, tokens, partial, lag_events, lag_seconds)
 
-    # -- knowledge -----------------------------------------------------------------------
-
-    async def ingest_document(self, tenant_id: str, new: NewDocument) -> DocumentStatus:
-        """Stores the document and every chunk, searchable by keyword, and embeds chunks for
-        at most the sync budget (from the call's start); the rest are left to the
-        background embedding. A small document is fully indexed when this returns."""
-        deadline = asyncio.get_running_loop().time() + self.settings.ingest_sync_budget_s
-        document_id, title = new.document_id, new.title
-        pieces = await self._chunks_of(new.text)
-        terms = await self._on_index_thread(lambda: [analyze(f"{title} {p}") for p in pieces])
-        embed_texts = [chunk_embed_text(title, p) for p in pieces]
-        vectors = await self._embed_until(embed_texts, deadline)
-        now = utcnow_us()
-        document = Document(tenant_id, document_id, title, new.text, new.metadata, now, len(pieces))
-        chunks = [
-            Chunk(tenant_id, document_id, title, i, piece, piece_terms, now, vectors.get(et))
-            for i, (piece, piece_terms, et) in enumerate(
-                zip(pieces, terms, embed_texts, strict=True)
-            )
-        ]
-        pending: dict[str, list[int]] = {}
-        for i, et in enumerate(embed_texts):
-            if et not in vectors:
-                pending.setdefault(et, []).append(i)
-        async with self._write_lock:
-            old_count = await self.store.replace_document(document, chunks)
-            for i in range(old_count):
-                self.index.remove((tenant_id, Source.KNOWLEDGE, ""), f"{document_id}#{i}")
-            for chunk in chunks:
-                self._index_chunk(chunk)
-            # Replaces the previous version's tail, whose texts are then never embedded.
-            self.backfill.put(DocumentTail(tenant_id, document_id, now, pending))
-            self._update_gauges()
-        return self._status_of(document)
-
-    async def _store_chunk_vectors(
-        self, tail: DocumentTail, texts: list[str], vectors: Vectors
-    ) -> None:
-        """The background embedding's write: only while `tail` is still its document's."""
-        async with self._write_lock:
-            if not self.backfill.is_current(tail):
-                return  # deleted or ingested again since the texts were taken
-            by_chunk = {
-                i: vector
-                for text, vector in zip(texts, vectors, strict=True)
-                for i in tail.texts[text]
-            }
-            await self.store.set_chunk_vectors(tail.tenant_id, tail.document_id, by_chunk)
-            key = (tail.tenant_id, Source.KNOWLEDGE, "")
-            for i, vector in by_chunk.items():
-                self.index.set_vector(key, f"{tail.document_id}#{i}", vector)
-            self.backfill.done(tail, texts)
-            metrics.KNOWLEDGE_PENDING_CHUNKS.set(self.backfill.total)
-
-    def _status_of(self, document: Document) -> DocumentStatus:
-        pending = self.backfill.pending_of(
-            document.tenant_id, document.document_id, document.ingested_at_us
-        )
-        return DocumentStatus(document, document.chunk_count - pending)
-
-    async def _chunks_of(self, text: str) -> list[str]:
-        pieces = await self._on_index_thread(lambda: chunk_text(text, self.settings.chunk_words))
-        if len(pieces) > self.settings.max_chunks_per_document:
-            raise InvalidArgument.single(
-                "document.text",
-                f"makes {len(pieces)} chunks, more than the limit of "
-                f"{self.settings.max_chunks_per_document}",
-            )
-        return pieces
-
-    async def _on_index_thread(self, work: Callable[[], T]) -> T:
-        """Runs CPU-bound Python (chunking, analysis: a few hundred ms for 512 KiB) on the
-        indexing thread: the event loop gets the interpreter back every few milliseconds
-        and keeps answering Enrich and health checks meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self._executors.index, work)
-
-    async def delete_document(self, tenant_id: str, document_id: str) -> bool:
-        async with self._write_lock:
-            count = await self.store.delete_document(tenant_id, document_id)
-            if count is None:
-                return False
-            for i in range(count):
-                self.index.remove((tenant_id, Source.KNOWLEDGE, ""), f"{document_id}#{i}")
-            self.backfill.drop(tenant_id, document_id)
-            self._update_gauges()
-        return True
-
-    async def list_documents(self, tenant_id: str, after: str, limit: int) -> list[DocumentStatus]:
-        """Documents without their text, by id after `after`."""
-        documents = await self.store.list_documents(tenant_id, after, limit)
-        return [self._status_of(d) for d in documents]
-
-    async def get_document(self, tenant_id: str, document_id: str) -> DocumentStatus | None:
-        document = await self.store.get_document(tenant_id, document_id)
-        return None if document is None else self._status_of(document)
-
-    # -- facts ---------------------------------------------------------------------------
-
-    async def upsert_facts(self, tenant_id: str, user_id: str, facts: list[NewFact]) -> list[Fact]:
-        vectors = await self.embed_for_index([f.text for f in facts])
-        now = utcnow_us()
-        rows = [
-            Fact(tenant_id, user_id, f.fact_id, f.text, analyze(f.text), now, v)
-            for f, v in zip(facts, vectors, strict=True)
-        ]
-        async with self._write_lock:
-            if not await self.store.upsert_facts(rows, self.settings.max_facts_per_user):
-                raise InvalidArgument.single(
-                    "facts", f"a user can have at most {self.settings.max_facts_per_user} facts"
-                )
-            for row in rows:
-                self._index_fact(row)
-            self._update_gauges()
-        return rows
-
-    async def list_facts(self, tenant_id: str, user_id: str) -> list[Fact]:
-        return await self.store.list_facts(tenant_id, user_id)
-
-    async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str) -> None:
-        async with self._write_lock:
-            if not await self.store.delete_fact(tenant_id, user_id, fact_id):
-                raise NotFound(f"fact {fact_id!r} of user {user_id!r} not found")
-            self.index.remove((tenant_id, Source.FACT, user_id), fact_id)
-            self._update_gauges()
-
     # -- status --------------------------------------------------------------------------
 
     def lag(self) -> tuple[int, float]:
@@ -642,12 +494,12 @@ class ContextDomain:
             facts=self.index.count(Source.FACT, tenant_id),
             feed_connected=progress.connected,
             feed_error=progress.error,
-            pending_chunks=self.backfill.count(tenant_id),
+            pending_chunks=self.knowledge.backfill.count(tenant_id),
         )
 
 
-def _turn_key(turn: TurnEvent) -> TurnKey:
-    return TurnKey(turn.tenant_id, turn.conversation_id, turn.event_id)
+def _turn_key(turn: TurnEvent) -> VectorKey:
+    return VectorKey.turn(turn.tenant_id, turn.conversation_id, turn.event_id)
 
 
 def _tails_of(chunks: Sequence[Chunk]) -> list[DocumentTail]:

@@ -27,8 +27,10 @@ from voiceagent_backbone.servicekit.client import TokenProvider, create_channel
 
 log = logging.getLogger(__name__)
 
-# state.index: the turn vectors the replicas share through state_svc (shared_vectors.py).
-FEED_SCOPES = ("state.read", "state.feed", "state.index")
+# What context_svc does in state_svc: read every tenant's feed (state.read, state.feed),
+# share vectors between replicas (state.index: shared_vectors.py), and keep knowledge
+# documents and facts (state.knowledge: records.py).
+STATE_SCOPES = ("state.read", "state.feed", "state.index", "state.knowledge")
 
 
 def token_provider(settings: ContextSettings) -> TokenProvider | None:
@@ -39,7 +41,7 @@ def token_provider(settings: ContextSettings) -> TokenProvider | None:
         settings,
         settings.state_token_file,
         tenant="context_svc",
-        scopes=FEED_SCOPES,
+        scopes=STATE_SCOPES,
         subject="context_svc",
     )
 

@@ -37,7 +37,43 @@ class DeletionEvent:
     user_id: str
 
 
-FeedItem = TurnEvent | DeletionEvent
+@dataclass(frozen=True, slots=True)
+class KnowledgeChanged:
+    """A tenant's document (document_id), or a user's facts (user_id), changed in state_svc:
+    the replica fetches their current state."""
+
+    tenant_id: str
+    document_id: str = ""
+    user_id: str = ""
+
+
+FeedItem = TurnEvent | DeletionEvent | KnowledgeChanged
+
+
+# -- what state_svc keeps (the records context_svc indexes) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A knowledge document as state_svc keeps it; stored_at_us is its version."""
+
+    tenant_id: str
+    document_id: str
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    stored_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFact:
+    """A fact as state_svc keeps it, with the vector its writer computed (if any)."""
+
+    fact_id: str
+    text: str
+    updated_at_us: int
+    model: str
+    vector: bytes
 
 
 # -- what the index keeps ---------------------------------------------------------------

@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 import grpc
 
 from voiceagent_backbone.api.context.v1 import context_pb2, context_pb2_grpc
+from voiceagent_backbone.api.state.v1 import state_pb2_grpc
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.domain import ContextDomain
 from voiceagent_backbone.context_svc.embedding import Embedder, MiniLmEmbedder, OpenAIEmbedder
-from voiceagent_backbone.context_svc.follower import FeedFollower
+from voiceagent_backbone.context_svc.follower import FeedFollower, token_provider
+from voiceagent_backbone.context_svc.records import KnowledgeRecords
 from voiceagent_backbone.context_svc.servicer import ContextServicer
 from voiceagent_backbone.context_svc.store import IndexStore
+from voiceagent_backbone.servicekit.client import create_channel
 from voiceagent_backbone.servicekit.config import ServiceSettings, path_error
 from voiceagent_backbone.servicekit.scopes import method_scopes
 from voiceagent_backbone.servicekit.server import ServiceDefinition
@@ -76,14 +79,26 @@ async def open_index(settings: ContextSettings) -> IndexStore:
 
 
 @contextlib.asynccontextmanager
-async def open_domain(settings: ContextSettings) -> AsyncIterator[ContextDomain]:
+async def open_domain(
+    settings: ContextSettings, embedder: Embedder | None = None
+) -> AsyncIterator[ContextDomain]:
+    """The domain with its index loaded and its client of state_svc's knowledge records."""
     store = await open_index(settings)
-    domain = ContextDomain(settings, store, make_embedder(settings))
+    domain = ContextDomain(settings, store, embedder or make_embedder(settings))
+    channel = create_channel(
+        settings.state_target,
+        token=token_provider(settings),
+        max_message_bytes=settings.max_message_bytes,
+    )
+    domain.knowledge.records = KnowledgeRecords(
+        state_pb2_grpc.StateServiceStub(channel)  # type: ignore[no-untyped-call]
+    )
     try:
         await domain.load()
         yield domain
     finally:
         domain.close()
+        await channel.close(None)
         await store.close()
 
 

@@ -11,7 +11,6 @@ from voiceagent_backbone.context_svc import metrics, wire
 from voiceagent_backbone.context_svc.config import ContextSettings
 from voiceagent_backbone.context_svc.domain import ContextDomain
 from voiceagent_backbone.servicekit.auth import current_principal
-from voiceagent_backbone.servicekit.budget import ByteBudget
 from voiceagent_backbone.servicekit.errors import NotFound, Validator
 
 # Reading the feed position of every tenant is for the platform, not for a tenant.
@@ -40,7 +39,7 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         self, request: pb.IngestDocumentRequest, context: Any
     ) -> pb.IngestDocumentResponse:
         document = wire.new_document(request, self.settings.max_document_bytes)
-        stored = await self.domain.ingest_document(_tenant(), document)
+        stored = await self.domain.knowledge.ingest_document(_tenant(), document)
         return pb.IngestDocumentResponse(document=wire.document_pb(stored, with_text=False))
 
     async def DeleteDocument(
@@ -49,23 +48,19 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         v = Validator()
         wire.check_item_id(v, "document_id", request.document_id, required=True)
         v.raise_if_any()
-        if not await self.domain.delete_document(_tenant(), request.document_id):
+        if not await self.domain.knowledge.delete_document(_tenant(), request.document_id):
             raise NotFound(f"document {request.document_id!r} not found")
         return pb.DeleteDocumentResponse(deleted=True)
 
     async def ListDocuments(
         self, request: pb.ListDocumentsRequest, context: Any
     ) -> pb.ListDocumentsResponse:
-        after, size = wire.documents_page(request, self.domain.page_tokens)
-        found = await self.domain.list_documents(_tenant(), after, size + 1)
-        page = [wire.document_pb(d, with_text=False) for d in found[:size]]
-        fit = ByteBudget(self.settings.max_message_bytes).fill(page)
-        out = pb.ListDocumentsResponse(documents=page[:fit])
-        if fit < len(found):
-            out.next_page_token = wire.documents_page_token(
-                self.domain.page_tokens, found[fit - 1].document.document_id
-            )
-        return out
+        page_token, size = wire.documents_page(request)
+        found, next_token = await self.domain.knowledge.list_documents(_tenant(), page_token, size)
+        return pb.ListDocumentsResponse(
+            documents=[wire.document_pb(d, with_text=False) for d in found],
+            next_page_token=next_token,
+        )
 
     async def GetDocument(
         self, request: pb.GetDocumentRequest, context: Any
@@ -73,7 +68,7 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         v = Validator()
         wire.check_item_id(v, "document_id", request.document_id, required=True)
         v.raise_if_any()
-        found = await self.domain.get_document(_tenant(), request.document_id)
+        found = await self.domain.knowledge.get_document(_tenant(), request.document_id)
         if found is None:
             raise NotFound(f"document {request.document_id!r} not found")
         return pb.GetDocumentResponse(document=wire.document_pb(found, with_text=True))
@@ -84,14 +79,14 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         self, request: pb.UpsertFactsRequest, context: Any
     ) -> pb.UpsertFactsResponse:
         facts = wire.new_facts(request, self.settings.max_fact_bytes)
-        stored = await self.domain.upsert_facts(_tenant(), request.user_id, facts)
+        stored = await self.domain.knowledge.upsert_facts(_tenant(), request.user_id, facts)
         return pb.UpsertFactsResponse(facts=[wire.fact_pb(f) for f in stored])
 
     async def ListFacts(self, request: pb.ListFactsRequest, context: Any) -> pb.ListFactsResponse:
         v = Validator()
         wire.check_user(v, "user_id", request.user_id)
         v.raise_if_any()
-        found = await self.domain.list_facts(_tenant(), request.user_id)
+        found = await self.domain.knowledge.list_facts(_tenant(), request.user_id)
         return pb.ListFactsResponse(facts=[wire.fact_pb(f) for f in found])
 
     async def DeleteFact(
@@ -101,7 +96,7 @@ class ContextServicer(context_pb2_grpc.ContextServiceServicer):
         wire.check_user(v, "user_id", request.user_id)
         wire.check_item_id(v, "fact_id", request.fact_id, required=True)
         v.raise_if_any()
-        await self.domain.delete_fact(_tenant(), request.user_id, request.fact_id)
+        await self.domain.knowledge.delete_fact(_tenant(), request.user_id, request.fact_id)
         return pb.DeleteFactResponse(deleted=True)
 
     # -- status --------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Turn vectors computed once for the whole deployment, kept in state_svc.
+"""Vectors computed once for the whole deployment, kept in state_svc.
 
-Every replica follows the same feed and needs a vector for every turn. Before it embeds a
+Every replica follows the same feed and needs a vector for every turn and every passage of
+a knowledge document. Before it embeds a
 batch it claims the batch's keys in state_svc (ClaimEmbeddings): a key whose vector is
 stored comes back with it; a key nobody holds becomes this replica's to compute and put
 (PutEmbeddings); a key another replica holds is waited for, and taken over if that
 replica's lease runs out (it died). So N replicas cost one embedding per turn, a new replica
 loads the vectors instead of computing them, and all replicas hold bit-identical vectors,
-hence give the same answers. The vectors are deleted with their conversations.
+hence give the same answers. The vectors are deleted with their conversations and documents.
 
 If state_svc does not offer the RPCs, or the token lacks the scope `state.index`, this
 replica embeds alone (logged once): an older state_svc must not stop the index.
@@ -15,6 +16,7 @@ replica embeds alone (logged once): an older state_svc must not stop the index.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,17 +40,30 @@ _NOT_OFFERED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED
 
 
 @dataclass(frozen=True, slots=True)
-class TurnKey:
+class VectorKey:
+    """One item's vector: a conversation's turn, or a knowledge document's passage."""
+
     tenant_id: str
-    conversation_id: str
-    event_id: str
+    owner: int  # pb.EmbeddingOwner
+    owner_id: str
+    item_id: str
+
+    @classmethod
+    def turn(cls, tenant_id: str, conversation_id: str, event_id: str) -> VectorKey:
+        return cls(tenant_id, pb.EMBEDDING_OWNER_CONVERSATION, conversation_id, event_id)
+
+    @classmethod
+    def passage(cls, tenant_id: str, document_id: str, embed_text: str) -> VectorKey:
+        # By content: identical passages (boilerplate, a document ingested again) share one.
+        digest = hashlib.sha256(embed_text.encode()).hexdigest()[:32]
+        return cls(tenant_id, pb.EMBEDDING_OWNER_DOCUMENT, document_id, digest)
 
     def pb(self) -> pb.EmbeddingKey:
         return pb.EmbeddingKey(
             tenant_id=self.tenant_id,
-            owner=pb.EMBEDDING_OWNER_CONVERSATION,
-            owner_id=self.conversation_id,
-            item_id=self.event_id,
+            owner=pb.EmbeddingOwner.Name(self.owner),
+            owner_id=self.owner_id,
+            item_id=self.item_id,
         )
 
 
@@ -67,7 +82,9 @@ class SharedVectors:
         self.holder = holder
         self.offered = True
 
-    async def vectors(self, keys: Sequence[TurnKey], texts: Sequence[str], embed: Embed) -> Vectors:
+    async def vectors(
+        self, keys: Sequence[VectorKey], texts: Sequence[str], embed: Embed
+    ) -> Vectors:
         """One vector per key: stored ones loaded, the ones this replica claims computed
         (with `embed`) and stored, the ones another replica holds waited for."""
         out = np.zeros((len(keys), self._dim), dtype=np.float32)
@@ -92,7 +109,7 @@ class SharedVectors:
                 return out
         return out
 
-    async def put(self, keys: Sequence[TurnKey], vectors: Vectors) -> None:
+    async def put(self, keys: Sequence[VectorKey], vectors: Vectors) -> None:
         """Stores vectors this replica has without computing them (a message that reused
         its transcription's vector), so that other replicas do not compute them either."""
         if not self.offered or not keys:
@@ -104,7 +121,7 @@ class SharedVectors:
         self,
         out: Vectors,
         rows: list[int],
-        keys: Sequence[TurnKey],
+        keys: Sequence[VectorKey],
         texts: Sequence[str],
         embed: Embed,
     ) -> None:
@@ -147,7 +164,7 @@ class SharedVectors:
                 await asyncio.sleep(_POLL_S)
             waiting = held
 
-    async def _put(self, keys: Sequence[TurnKey], vectors: Vectors) -> None:
+    async def _put(self, keys: Sequence[VectorKey], vectors: Vectors) -> None:
         little = np.asarray(vectors, dtype="<f4")
         await self._stub.PutEmbeddings(
             pb.PutEmbeddingsRequest(

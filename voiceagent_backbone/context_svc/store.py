@@ -10,8 +10,9 @@ time: its vector is then an empty blob (the column stays NOT NULL, so files writ
 need no migration), and the background embedding fills it in; at start-up such chunks are
 queued again.
 
-The file is derived data: losing it costs a rebuild from state_svc's feed (knowledge
-documents and facts, which only live here, excepted: keep the file on a volume).
+The file is derived data, a cache: everything in it comes from state_svc (turns and
+knowledge changes from its feed, documents and facts from its records, vectors from its
+shared embeddings), so losing it costs a rebuild from the feed and nothing else.
 All calls run on one worker thread that owns the connection.
 """
 
@@ -316,17 +317,21 @@ class IndexStore:
 
         return await self._run(write)
 
-    async def list_documents(self, tenant_id: str, after: str, limit: int) -> list[Document]:
-        def read(c: sqlite3.Connection) -> list[Document]:
-            rows = c.execute(
-                "SELECT tenant_id, document_id, title, '' AS text, metadata, ingested_at_us,"
-                " chunk_count FROM documents WHERE tenant_id=? AND document_id>?"
-                " ORDER BY document_id LIMIT ?",
-                (tenant_id, after, limit),
-            ).fetchall()
-            return [_document(r) for r in rows]
+    async def document_versions(
+        self, tenant_id: str, document_ids: list[str]
+    ) -> dict[str, tuple[int, int]]:
+        """Of the given documents, those indexed here: id -> (version, chunk count)."""
 
-        return await self._run(read)
+        def read(c: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            marks = ",".join("?" * len(document_ids))
+            rows = c.execute(
+                "SELECT document_id, ingested_at_us, chunk_count FROM documents"
+                f" WHERE tenant_id=? AND document_id IN ({marks})",
+                (tenant_id, *document_ids),
+            ).fetchall()
+            return {r["document_id"]: (r["ingested_at_us"], r["chunk_count"]) for r in rows}
+
+        return await self._run(read) if document_ids else {}
 
     async def get_document(self, tenant_id: str, document_id: str) -> Document | None:
         def read(c: sqlite3.Connection) -> Document | None:
@@ -340,13 +345,21 @@ class IndexStore:
 
     # -- facts -------------------------------------------------------------------------
 
-    async def upsert_facts(self, facts: list[Fact], max_per_user: int) -> bool:
-        """Stores facts; False (and nothing stored) when the user would exceed the bound."""
+    async def replace_facts(self, tenant_id: str, user_id: str, facts: list[Fact]) -> list[str]:
+        """Makes `facts` the user's facts; returns the ids of the facts no longer there."""
 
-        def write(c: sqlite3.Connection) -> bool:
+        def write(c: sqlite3.Connection) -> list[str]:
             with _transaction(c):
+                old = {
+                    r["fact_id"]
+                    for r in c.execute(
+                        "SELECT fact_id FROM facts WHERE tenant_id=? AND user_id=?",
+                        (tenant_id, user_id),
+                    )
+                }
+                c.execute("DELETE FROM facts WHERE tenant_id=? AND user_id=?", (tenant_id, user_id))
                 c.executemany(
-                    "INSERT OR REPLACE INTO facts VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO facts VALUES (?,?,?,?,?,?,?)",
                     [
                         (
                             f.tenant_id,
@@ -360,45 +373,23 @@ class IndexStore:
                         for f in facts
                     ],
                 )
-                if facts:
-                    (count,) = c.execute(
-                        "SELECT COUNT(*) FROM facts WHERE tenant_id=? AND user_id=?",
-                        (facts[0].tenant_id, facts[0].user_id),
-                    ).fetchone()
-                    if count > max_per_user:
-                        raise _Rollback
-            return True
-
-        try:
-            return await self._run(write)
-        except _Rollback:
-            return False
-
-    async def list_facts(self, tenant_id: str, user_id: str) -> list[Fact]:
-        def read(c: sqlite3.Connection) -> list[Fact]:
-            rows = c.execute(
-                "SELECT * FROM facts WHERE tenant_id=? AND user_id=?"
-                " ORDER BY updated_at_us, fact_id",
-                (tenant_id, user_id),
-            ).fetchall()
-            return [_fact(r) for r in rows]
-
-        return await self._run(read)
-
-    async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str) -> bool:
-        def write(c: sqlite3.Connection) -> bool:
-            with _transaction(c):
-                cur = c.execute(
-                    "DELETE FROM facts WHERE tenant_id=? AND user_id=? AND fact_id=?",
-                    (tenant_id, user_id, fact_id),
-                )
-                return cur.rowcount > 0
+            return sorted(old - {f.fact_id for f in facts})
 
         return await self._run(write)
 
+    async def fact_ids(self, tenant_id: str, user_id: str) -> set[str]:
+        """The ids of the user's facts indexed here."""
 
-class _Rollback(Exception):
-    pass
+        def read(c: sqlite3.Connection) -> set[str]:
+            return {
+                r["fact_id"]
+                for r in c.execute(
+                    "SELECT fact_id FROM facts WHERE tenant_id=? AND user_id=?",
+                    (tenant_id, user_id),
+                )
+            }
+
+        return await self._run(read)
 
 
 class _transaction:

@@ -24,13 +24,15 @@ from voiceagent_backbone.context_svc.model import (
     Fact,
     FeedItem,
     IndexStatus,
+    KnowledgeChanged,
     NewDocument,
     NewFact,
+    StoredDocument,
+    StoredFact,
     TurnEvent,
 )
 from voiceagent_backbone.servicekit.errors import Validator
 from voiceagent_backbone.servicekit.ids import is_uuid, uuid7
-from voiceagent_backbone.servicekit.page_tokens import PageTokens
 
 _USER_ID = re.compile(r"^[A-Za-z0-9._:@+\-]{1,128}$")
 _ITEM_ID = re.compile(r"^[A-Za-z0-9._:@+\-/]{1,128}$")
@@ -47,6 +49,7 @@ MAX_FACTS_PER_CALL = 100
 MAX_TITLE_CHARS = 256
 MAX_METADATA_BYTES = 16 * 1024
 MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE = 100, 20
+MAX_PAGE_TOKEN_CHARS = 1024
 
 _MESSAGE_ROLE = {
     state_pb.EVENT_TYPE_USER_MESSAGE: "user",
@@ -148,23 +151,15 @@ def new_document(request: pb.IngestDocumentRequest, max_document_bytes: int) -> 
     return NewDocument(doc.document_id or uuid7(), doc.title, doc.text, metadata)
 
 
-def documents_page(request: pb.ListDocumentsRequest, tokens: PageTokens) -> tuple[str, int]:
-    """The document id a ListDocuments page starts after ("" for the first), and its size."""
+def documents_page(request: pb.ListDocumentsRequest) -> tuple[str, int]:
+    """The page token (state_svc's, passed through: it checks it) and the page size."""
     v = Validator()
     if not 0 <= request.page_size <= MAX_PAGE_SIZE:
         v.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-    after = ""
-    if request.page_token:
-        try:
-            after = str(tokens.decode("documents", request.page_token)["a"])
-        except (ValueError, KeyError):
-            v.add("page_token", "is not a page token of this call")
+    if len(request.page_token) > MAX_PAGE_TOKEN_CHARS:
+        v.add("page_token", "is not a page token of this call")
     v.raise_if_any()
-    return after, request.page_size or DEFAULT_PAGE_SIZE
-
-
-def documents_page_token(tokens: PageTokens, last_document_id: str) -> str:
-    return tokens.encode("documents", {"a": last_document_id})
+    return request.page_token, request.page_size or DEFAULT_PAGE_SIZE
 
 
 def new_facts(request: pb.UpsertFactsRequest, max_fact_bytes: int) -> list[NewFact]:
@@ -263,16 +258,27 @@ def index_status_pb(status: IndexStatus, with_cursor: bool) -> pb.GetIndexStatus
 # -- the change feed (state_svc's Watch) ------------------------------------------------
 
 
+def _not_memory(event: state_pb.Event) -> bool:
+    """The agent flagged the event {"memory": false} (agent_svc's exclude_from_memory: a
+    greeting or farewell said to everyone): stored, but not remembered."""
+    flag = event.payload.fields.get("memory")
+    return flag is not None and flag.WhichOneof("kind") == "bool_value" and not flag.bool_value
+
+
 def feed_item(change: state_pb.Change) -> FeedItem | None:
-    """The index's view of a change; None for changes that carry no turn text."""
+    """The index's view of a change; None for changes that carry no turn text or are
+    not memory."""
     if change.HasField("deletion"):
         d = change.deletion
         return DeletionEvent(d.tenant_id, list(d.conversation_ids), d.user_id)
+    if change.HasField("knowledge"):
+        k = change.knowledge
+        return KnowledgeChanged(k.tenant_id, k.document_id, k.user_id)
     if not change.HasField("event"):
         return None
     e = change.event
     text = e.text.strip()
-    if not text:
+    if not text or _not_memory(e):
         return None
     if e.type in _MESSAGE_ROLE:
         kind, role = "message", _MESSAGE_ROLE[e.type]
@@ -292,4 +298,41 @@ def feed_item(change: state_pb.Change) -> FeedItem | None:
         text=text,
         occurred_at_us=occurred.ToMicroseconds(),
         user_ids=list(e.user_ids),
+    )
+
+
+# -- state_svc's knowledge records ------------------------------------------------------
+
+
+def state_document_pb(new: NewDocument) -> state_pb.KnowledgeDocument:
+    out = state_pb.KnowledgeDocument(document_id=new.document_id, title=new.title, text=new.text)
+    if new.metadata:
+        out.metadata.update(new.metadata)
+    return out
+
+
+def stored_document(tenant_id: str, d: state_pb.KnowledgeDocument) -> StoredDocument:
+    return StoredDocument(
+        tenant_id=tenant_id,
+        document_id=d.document_id,
+        title=d.title,
+        text=d.text,
+        metadata=json_format.MessageToDict(d.metadata) if d.metadata.fields else {},
+        stored_at_us=d.stored_at.ToMicroseconds(),
+    )
+
+
+def state_fact_pb(fact: NewFact, model: str, vector: bytes) -> state_pb.UserFact:
+    return state_pb.UserFact(
+        fact_id=fact.fact_id, text=fact.text, embedding_model=model, vector=vector
+    )
+
+
+def stored_fact(f: state_pb.UserFact) -> StoredFact:
+    return StoredFact(
+        fact_id=f.fact_id,
+        text=f.text,
+        updated_at_us=f.updated_at.ToMicroseconds(),
+        model=f.embedding_model,
+        vector=f.vector,
     )
