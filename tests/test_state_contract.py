@@ -1453,3 +1453,30 @@ async def test_knowledge_calls_are_platform_calls(state: StateHandle) -> None:
         denied = await rpc_error(call)
         assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
         assert KNOWLEDGE in (denied.details() or "")
+
+
+async def test_a_lock_left_by_a_crashed_writer_is_taken_over(state: StateHandle) -> None:
+    """MongoDB: a write that reads first holds a lock document on its record (FerretDB loses
+    concurrent updates); one whose writer died is taken over when its lease runs out."""
+    if state.backend != "mongodb":
+        pytest.skip("SQLite writes in one transaction: no lock documents")
+    from pymongo import AsyncMongoClient
+
+    from voiceagent_backbone.state_svc.store.mongo_embeddings import SEPARATOR
+    from voiceagent_backbone.state_svc.store.mongo_knowledge import document_key
+
+    assert state.settings.mongodb_uri is not None
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        state.settings.mongodb_uri.get_secret_value()
+    )
+    locks = client[state.settings.mongodb_database]["knowledge_locks"]
+    until = datetime.now(UTC) + timedelta(milliseconds=500)
+    key = "document" + SEPARATOR + document_key("tenant-a", "locked")
+    await locks.insert_one({"_id": key, "until": until, "t": "crashed-writer"})
+    started = asyncio.get_running_loop().time()
+    stored = await _put_document(state, "locked", text="after the lease")
+    waited = asyncio.get_running_loop().time() - started
+    assert waited >= 0.3  # it waited for the lease, then took the lock over
+    assert (await _get_document(state, "locked")).stored_at == stored.stored_at
+    assert await locks.count_documents({}) == 0  # and let it go
+    await client.close()

@@ -1118,11 +1118,18 @@ class MongoStore:
             except _DB_ERRORS as exc:
                 raise _failure(exc) from exc
             self._observe(doc)
-            await self._guard(
-                self._meta.update_one({"_id": HEAD_ID}, {"$max": {"pos": position}}, upsert=True)
-            )
+            await self._guard(self._raise_head(position))
             return position
         raise StoreError("mongodb: too much write contention; retry")
+
+    async def _raise_head(self, position: int) -> None:
+        head = {"_id": HEAD_ID}
+        try:
+            await self._meta.update_one(head, {"$max": {"pos": position}}, upsert=True)
+        except DuplicateKeyError:
+            # Another first announcement made the head at the same moment (FerretDB's
+            # upsert inserts after it looked): it is there now.
+            await self._meta.update_one(head, {"$max": {"pos": position}})
 
     async def delete_conversations(
         self, tenant_id: str, conversation_ids: Sequence[str]
