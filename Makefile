@@ -9,8 +9,12 @@ PYTEST_ARGS ?=
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):[^#]*## (.*)/  make \1\t\2/' | expand -t 24
 
-run: setup ## set up, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
-	@bash scripts/run.sh
+# `make run` needs only Python: the venv with the services' and the agent's packages (no Go
+# tools, no apt); `make test` and the rest set up everything.
+# Ctrl-C is make's own (it exits 130); run.sh's 130 is not an error for make to report.
+run: ## set up the venv, start state_svc and context_svc on the embedded store, chat with the agent in the terminal
+	@bash scripts/setup.sh --run
+	@bash scripts/run.sh || { status=$$?; ((status == 130)) || exit $$status; }
 
 test: setup check pytest ## set up, then every gate and every test (the cluster ones too)
 
