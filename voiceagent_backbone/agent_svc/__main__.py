@@ -31,8 +31,10 @@ def main() -> None:
     if command not in ("chat", "start", "dev"):
         sys.exit(f"agent_svc: unknown command {command!r}: chat, start or dev (see --help)")
     if command == "chat":
-        from voiceagent_backbone.agent_svc.terminal import main as chat_main
-
+        try:
+            from voiceagent_backbone.agent_svc.terminal import main as chat_main
+        except KeyboardInterrupt:  # Ctrl-C while livekit-agents is being imported
+            sys.exit(130)
         chat_main(sys.argv[2:])
         return
     if command in ("start", "dev"):

@@ -86,6 +86,10 @@ class DurableWriter:
         self._sender: asyncio.Task[None] | None = None
         self._spool: EventSpool | None = None
         self._orphans: list[OrphanSpool] = []
+        # Why the last send failed while writes wait for a retry (None once one is stored),
+        # and how many writes state_svc refused for good: what a terminal tells its user.
+        self.last_failure: grpc.aio.AioRpcError | None = None
+        self.rejected = 0
 
     async def start(self) -> None:
         """Open this process's spool, claim spools of dead processes, start the sender."""
@@ -247,6 +251,7 @@ class DurableWriter:
                 if exc.code() in _PERMANENT:
                     await self._reject(batch, exc)
                     continue
+                self.last_failure = exc
                 metrics.BACKEND_ERRORS.labels(_operation(batch[0].op)).inc()
                 log.warning(
                     "state_svc write failed; retrying (writes wait in the spool)",
@@ -256,6 +261,7 @@ class DurableWriter:
                 backoff = min(backoff * 2, self._settings.send_retry_max_s)
                 continue
             backoff = 0.05
+            self.last_failure = None
             self._acknowledge(batch)
 
     def _acknowledge(self, batch: list[_Write]) -> None:
@@ -308,6 +314,7 @@ class DurableWriter:
         rejected = self._spool_dir / "rejected.log"
         reason = f"# {exc.code().name}: {exc.details()}\n".encode()
         await asyncio.to_thread(_append_file, rejected, reason + line)
+        self.rejected += 1
         metrics.EVENTS_REJECTED.inc()
         metrics.BACKEND_ERRORS.labels(_operation(write.op)).inc()
         log.error(
