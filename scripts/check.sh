@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Quality gates: generated code fresh, buf format/lint/breaking, ruff, mypy.
+#   scripts/check.sh   (`make check`; it changes no file)
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bin=.venv/bin
@@ -30,3 +32,4 @@ step "ruff"
 step "mypy"
 "$bin/mypy"
 "$bin/mypy" examples/bring_your_own_agent/agent.py
+"$bin/mypy" scripts/run_checks.py scripts/gen_dashboards.py

@@ -3,6 +3,7 @@
 #   scripts/gen-proto.sh          regenerate into voiceagent_backbone/api
 #   scripts/gen-proto.sh --check  fail when the committed code is stale
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 py="${PYTHON:-.venv/bin/python}"

@@ -4,6 +4,7 @@
 # come from Go modules.
 #   scripts/go-module-dir.sh k8s.io/kubernetes@v1.35.4
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 dir="$(go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
 [[ -n "$dir" ]] || { echo "go-module-dir: $1 has no folder in the module cache" >&2; exit 1; }
 echo "$dir"

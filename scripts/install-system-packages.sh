@@ -6,6 +6,7 @@
 # No package may start a daemon meanwhile: the tests start their own, and stop them.
 #   install-system-packages.sh [--check]   (--check: install nothing, exit 1 if one is missing)
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 packages=(espeak-ng docker.io containerd runc containernetworking-plugins iptables
   mmdebstrap etcd-server conntrack docker-compose)
 

@@ -4,6 +4,7 @@
 # so the second run of `make test` costs nothing here.
 #   scripts/install-tools.sh [all|NAME...]
 set -euo pipefail
+case "${1:-}" in -h | --help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/.tools/bin"
