@@ -8,7 +8,13 @@ Mode `locomo` (DATASET=path/to/locomo-format.json):
    image captions are added to the text);
 3. wait until context_svc has indexed every turn from the change feed;
 4. call Enrich over gRPC for every question of categories 1-4, for that sample's user;
-5. score evidence recall@k against the dia_ids of the returned memory items.
+5. score evidence recall@k against the dia_ids of the returned memory items;
+6. ask every adversarial question (category 5) and 40 unrelated ones ("What is the weather
+   on Mars?") for each user, and count those answered with no context at all;
+7. for choosing CONTEXT_MIN_RELEVANCE: replay the questions in this process through
+   context_svc's own index without the floor, and report recall@10 and the unrelated
+   questions answered empty at each candidate floor, with the relevance of the evidence
+   found and of the unrelated questions' best candidates.
 
 Mode `generated`: --turns generated turns over --users users, then Enrich latency for
 --queries questions, and the index's memory (vector bytes and process RSS).
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -51,6 +58,12 @@ from voiceagent_backbone.api.context.v1 import context_pb2 as cpb
 from voiceagent_backbone.api.context.v1 import context_pb2_grpc
 from voiceagent_backbone.api.state.v1 import state_pb2 as spb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
+from voiceagent_backbone.context_svc.config import ContextSettings
+from voiceagent_backbone.context_svc.embedding import Embedder, Vectors
+from voiceagent_backbone.context_svc.index import Entry, Hit, Index, Source
+from voiceagent_backbone.context_svc.lexical import analyze
+from voiceagent_backbone.context_svc.render import date_label
+from voiceagent_backbone.context_svc.service import make_embedder
 from voiceagent_backbone.servicekit.auth import mint_token
 from voiceagent_backbone.servicekit.client import create_channel
 from voiceagent_backbone.servicekit.ids import uuid7
@@ -177,25 +190,9 @@ async def run_locomo(clients: Clients, samples: list[dict[str, Any]]) -> dict[st
         conv = sample["conversation"]
         user = user_id_for(TENANT, sample.get("sample_id", str(len(users))), conv["speaker_a"])
         users.append(user)
-        numbers = sorted(
-            int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k) and conv[k]
-        )
         conversation_id = ""
-        for n in numbers:
-            at = session_time(conv[f"session_{n}_date_time"])
-            turns = []
-            for i, turn in enumerate(conv[f"session_{n}"]):
-                text = turn["text"]
-                if turn.get("blip_caption"):
-                    text = f"{text} [shares a photo: {turn['blip_caption']}]"
-                turns.append(
-                    (
-                        turn["speaker"],
-                        turn["speaker"] == conv["speaker_a"],
-                        text,
-                        at + timedelta(seconds=i),
-                    )
-                )
+        for n in session_numbers(conv):
+            turns = session_turns(conv, n)
             conversation_id, event_ids = await store_conversation(
                 clients, user, f"{user}-session-{n}", turns
             )
@@ -232,7 +229,7 @@ async def run_locomo(clients: Clients, samples: list[dict[str, Any]]) -> dict[st
             evidence = set(qa["evidence"])
             for k in ks:
                 recalls[k].append(len(evidence & set(found[:k])) / len(evidence))
-    return {
+    summary: dict[str, Any] = {
         "bench": "context",
         "questions": len(latencies),
         "recall_at_5": round(sum(recalls[5]) / len(recalls[5]), 4),
@@ -244,6 +241,204 @@ async def run_locomo(clients: Clients, samples: list[dict[str, Any]]) -> dict[st
         "indexed_turns": total,
         "index_build_s": round(index_build_s, 2),
     }
+    summary.update(await answered_empty(clients, samples, users, last_conversation))
+    summary.update(await asyncio.to_thread(floor_table, samples, summary["recall_at_10"]))
+    return summary
+
+
+def session_turns(conv: dict[str, Any], n: int) -> list[tuple[str, bool, str, datetime]]:
+    """(speaker, is the user, text, time) of session n: speaker_a is the user, the session
+    date is the time of its turns (a second apart), image captions are added to the text."""
+    at = session_time(conv[f"session_{n}_date_time"])
+    turns = []
+    for i, turn in enumerate(conv[f"session_{n}"]):
+        text = turn["text"]
+        if turn.get("blip_caption"):
+            text = f"{text} [shares a photo: {turn['blip_caption']}]"
+        turns.append(
+            (turn["speaker"], turn["speaker"] == conv["speaker_a"], text, at + timedelta(seconds=i))
+        )
+    return turns
+
+
+def session_numbers(conv: dict[str, Any]) -> list[int]:
+    return sorted(int(k.split("_")[1]) for k in conv if re.fullmatch(r"session_\d+", k) and conv[k])
+
+
+# Questions no LoCoMo conversation answers, asked of every user. Written before measuring;
+# the first 20 chose index.COVERAGE_SHARE, the other 20 were held out and agreed.
+UNRELATED_QUESTIONS = [
+    "What is the weather on Mars?",
+    "What is the capital of Australia?",
+    "How do I reset my wifi router?",
+    "What is seventeen times twenty-three?",
+    "Who won the football world cup in 1998?",
+    "How far is the moon from the earth?",
+    "What is the boiling point of mercury?",
+    "How do I file my quarterly VAT return?",
+    "Which programming language is best for microcontrollers?",
+    "What is the population of Tokyo?",
+    "How many bones are in the human body?",
+    "What does a mortgage broker charge?",
+    "When does the next bus to the airport leave?",
+    "How do I convert Celsius to Fahrenheit?",
+    "What is the speed of light in a vacuum?",
+    "Can you explain how a blockchain works?",
+    "What is the chemical formula of table salt?",
+    "How do I change a flat tyre on a truck?",
+    "Who wrote the theory of general relativity?",
+    "What time does the pharmacy close today?",
+    "How tall is Mount Everest?",
+    "What is the exchange rate of the yen to the euro?",
+    "Which planet has the most moons?",
+    "How do I unclog a kitchen sink?",
+    "What is the square root of 144?",
+    "Who invented the telephone?",
+    "What is the atomic number of carbon?",
+    "How long should I boil an egg?",
+    "What is the best way to learn Python decorators?",
+    "When was the Eiffel Tower built?",
+    "How many players are on a rugby team?",
+    "What is the current interest rate on savings bonds?",
+    "Where is the nearest petrol station?",
+    "How do I renew a driving licence?",
+    "What causes the northern lights?",
+    "Translate good morning into Japanese.",
+    "What is the difference between TCP and UDP?",
+    "How much does a kilo of copper cost?",
+    "Which ocean is the deepest?",
+    "What is the half-life of uranium-238?",
+]
+# Candidate floors in the summary's table.
+FLOORS = [round(0.15 + 0.01 * i, 2) for i in range(18)]
+
+
+async def answered_empty(
+    clients: Clients, samples: list[dict[str, Any]], users: list[str], conversations: list[str]
+) -> dict[str, Any]:
+    """Through context_svc, with its floor: the share of unrelated and of adversarial
+    (category 5) questions answered with no item and no context block."""
+    empty = {"unrelated": [0, 0], "adversarial": [0, 0]}
+    for sample, user, conversation_id in zip(samples, users, conversations, strict=True):
+        asked = [("unrelated", q) for q in UNRELATED_QUESTIONS] + [
+            ("adversarial", qa["question"]) for qa in sample["qa"] if qa.get("category") == 5
+        ]
+        for kind, question in asked:
+            reply = await clients.context.Enrich(
+                cpb.EnrichRequest(
+                    user_id=user,
+                    conversation_id=conversation_id,
+                    text=question,
+                    max_items=10,
+                    sources=[cpb.SOURCE_KIND_MEMORY],
+                ),
+                timeout=ENRICH_DEADLINE_S,
+            )
+            empty[kind][0] += not reply.items and not reply.context_block
+            empty[kind][1] += 1
+    return {
+        f"{kind}_answered_empty": round(n / total, 4) if total else None
+        for kind, (n, total) in empty.items()
+    }
+
+
+def floor_table(samples: list[dict[str, Any]], recall_at_10: float) -> dict[str, Any]:
+    """The questions replayed in this process through context_svc's index without a floor:
+    recall@10 without it, and for each candidate floor recall@10 and the share of unrelated
+    and adversarial questions left with nothing (the floor is applied before the ten best
+    are taken, as Index.search does, so a floor can also let evidence from further down in).
+    The index is built as context_svc builds it from the feed (domain.apply_feed: BM25 over
+    date, turn before and turn; the model over "[date] speaker: text"), with the service's
+    settings from the environment; `recall_at_10_replayed_with_floor` should equal the
+    service's own `recall_at_10` (if not, this replay no longer mirrors the service)."""
+    settings = ContextSettings()
+    embedder = make_embedder(settings)
+    evidence: list[tuple[set[str], list[Hit]]] = []
+    unrelated: list[list[Hit]] = []
+    adversarial: list[list[Hit]] = []
+    for number, sample in enumerate(samples):
+        conv = sample["conversation"]
+        key = (TENANT, Source.MEMORY, f"user-{number}")
+        entries: list[tuple[Entry, list[str], str]] = []
+        for n in session_numbers(conv):
+            previous = ""
+            for turn, (speaker, _, text, at) in zip(
+                conv[f"session_{n}"], session_turns(conv, n), strict=True
+            ):
+                at_us = int(at.timestamp() * 1_000_000)
+                date = date_label(at_us)
+                entry = Entry(
+                    key=turn["dia_id"], source=Source.MEMORY, text=text, occurred_at_us=at_us
+                )
+                terms = analyze(f"{date} {previous} {speaker}: {text}")
+                entries.append((entry, terms, f"[{date}] {speaker}: {text}"))
+                previous = text
+        vectors = embed_all(embedder, [embed_text for _, _, embed_text in entries])
+        index = Index(embedder.dim)
+        for (entry, terms, _), vector in zip(entries, vectors, strict=True):
+            index.add(key, entry, terms, vector)
+        asked = [(qa, qa["question"]) for qa in sample["qa"]]
+        asked += [(None, question) for question in UNRELATED_QUESTIONS]
+        query_vectors = embed_all(embedder, [question for _, question in asked])
+        for (qa, question), vector in zip(asked, query_vectors, strict=True):
+            hits = index.search([key], analyze(question), vector, 10_000, settings.lexical_weight)
+            if qa is None:
+                unrelated.append(hits)
+            elif qa.get("category") == 5:
+                adversarial.append(hits)
+            elif qa.get("category") in (1, 2, 3, 4) and qa.get("evidence"):
+                evidence.append((set(qa["evidence"]), hits))
+
+    def kept(hits: list[Hit], floor: float) -> list[Hit]:
+        # As Index.search: a floor of 0 is none (a relevance may be below 0).
+        return [h for h in hits if h.relevance >= floor] if floor > 0 else hits
+
+    def recall(floor: float) -> float:
+        shares = []
+        for wanted, hits in evidence:
+            top = {h.entry.key for h in kept(hits, floor)[:10]}
+            shares.append(len(wanted & top) / len(wanted))
+        return round(sum(shares) / len(shares), 4)
+
+    def left_empty(questions: list[list[Hit]], floor: float) -> float:
+        empty = sum(1 for hits in questions if not kept(hits, floor))
+        return round(empty / len(questions), 4) if questions else 0.0
+
+    def best(questions: list[list[Hit]]) -> list[float]:
+        return [max((h.relevance for h in hits), default=0.0) for hits in questions]
+
+    def pcts(values: list[float], qs: tuple[float, ...]) -> list[float]:
+        return [round(percentile(values, q), 3) for q in qs] if values else []
+
+    found_relevance = [
+        h.relevance for wanted, hits in evidence for h in hits[:10] if h.entry.key in wanted
+    ]
+    floor = settings.min_relevance
+    return {
+        "min_relevance": floor,
+        "recall_at_10_no_floor": recall(0.0),
+        "recall_at_10_replayed_with_floor": recall(floor),
+        # The floor must not cost recall: the service's recall@10 with it against none.
+        "recall_at_10_kept": recall_at_10 >= recall(0.0),
+        # floor: [recall@10, unrelated answered empty, adversarial answered empty]
+        "floors": {
+            f"{f:.2f}": [recall(f), left_empty(unrelated, f), left_empty(adversarial, f)]
+            for f in FLOORS
+        },
+        "evidence_relevance_p1_p5_p50": pcts(found_relevance, (0.01, 0.05, 0.5)),
+        "unrelated_best_relevance_p50_p95_max": pcts(best(unrelated), (0.5, 0.95, 1.0)),
+        "adversarial_best_relevance_p5_p50": pcts(best(adversarial), (0.05, 0.5)),
+    }
+
+
+def embed_all(embedder: Embedder, texts: list[str]) -> Vectors:
+    """Rows in the order of `texts`, embedded in batches of similar length (as the service)."""
+    out = np.zeros((len(texts), embedder.dim), np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), 16):
+        rows = order[start : start + 16]
+        out[rows] = embedder.embed([texts[i] for i in rows])
+    return out
 
 
 # -- generated ------------------------------------------------------------------------------

@@ -88,6 +88,27 @@ async def test_memory_spans_the_users_conversations(ctx: ContextHandle, state: S
     assert scores == sorted(scores, reverse=True)
 
 
+async def test_a_question_nothing_answers_gets_no_context(
+    ctx: ContextHandle, state: StateHandle
+) -> None:
+    tenant = fresh_tenant()
+    conversation = await new_conversation(state, tenant, ("ana",))
+    await say(state, conversation.conversation_id, [DOG, REPLY, JOB], tenant)
+    await indexed(ctx, tenant, 3)
+
+    unrelated = await ctx.enrich("What is the weather on Mars?", "ana", tenant)
+    assert not unrelated.items
+    assert unrelated.context_block == ""
+    assert unrelated.context_tokens == 0
+    assert not unrelated.partial
+
+    # The same memory still answers what it knows, and only with what is relevant to it.
+    related = await ctx.enrich("What breed is my dog?", "ana", tenant)
+    assert "golden retriever" in related.items[0].text
+    assert "golden retriever" in related.context_block
+    assert all("nurse" not in item.text for item in related.items)
+
+
 async def test_never_another_tenants_or_users_memory(
     ctx: ContextHandle, state: StateHandle
 ) -> None:
@@ -170,13 +191,13 @@ async def test_a_message_replaces_the_transcriptions_of_its_turn(
         i.text
         for i in (await ctx.enrich("taxi airport sushi table", "ana", tenant, max_items=10)).items
     ]
-    assert sorted(texts) == sorted(
-        [
-            "I need a taxi to the airport",
-            "Where are you now?",
-            "Book a table for two at the sushi place.",
-        ]
-    )
+    assert sorted(texts) == [
+        "Book a table for two at the sushi place.",
+        "I need a taxi to the airport",
+    ]
+    # The agent's turn is indexed too (found when it is what is asked about).
+    texts = [i.text for i in (await ctx.enrich("Where are you now?", "ana", tenant)).items]
+    assert "Where are you now?" in texts
 
 
 async def test_a_spoken_turn_is_embedded_once(ctx: ContextHandle, state: StateHandle) -> None:

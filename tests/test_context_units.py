@@ -120,6 +120,33 @@ def test_an_entry_without_a_vector_is_ranked_by_bm25_until_it_gets_one() -> None
     )
 
 
+def test_a_relevance_floor_leaves_out_what_is_not_relevant_before_the_limit() -> None:
+    index = Index(dim=2)
+    key = ("t", Source.MEMORY, "u")
+    query = np.array([1.0, 0.0], np.float32)
+    # Shares the question's word but not its meaning, and the reverse.
+    index.add(key, _entry("word", "my dog"), ["dog"], np.array([0.0, 1.0], np.float32))
+    index.add(key, _entry("meaning", "a puppy"), ["puppi"], np.array([0.9, 0.436], np.float32))
+
+    ranked = index.search([key], ["dog"], query, limit=2, lexical_weight=0.6)
+    assert [h.entry.key for h in ranked] == ["word", "meaning"]  # the keyword ranks first
+    assert ranked[0].relevance == 0.25  # all of the keyword weight, no cosine
+    assert abs(ranked[1].relevance - 0.75 * 0.9) < 1e-6
+
+    # The floor is applied before the limit: the relevant entry takes the only place.
+    floored = index.search([key], ["dog"], query, limit=1, lexical_weight=0.6, min_relevance=0.5)
+    assert [h.entry.key for h in floored] == ["meaning"]
+    away = np.array([0.0, -1.0], np.float32)
+    assert index.search([key], ["cat"], away, 10, 0.6, min_relevance=0.5) == []
+    # 0 is no floor: the same question gets every candidate.
+    assert len(index.search([key], ["cat"], away, 10, 0.6)) == 2
+
+    # Without a vector yet, an entry's keyword coverage alone is its relevance.
+    index.add(key, _entry("pending", "dog walking"), ["dog", "walk"], None)
+    by_key = {h.entry.key: h for h in index.search([key], ["dog", "walk"], query, 10, 0.6)}
+    assert by_key["pending"].relevance == 1.0
+
+
 async def _no_embedding(tail: DocumentTail, texts: list[str]) -> Vectors:
     raise AssertionError("the worker is not started here")
 

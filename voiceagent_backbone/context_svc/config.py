@@ -42,6 +42,17 @@ class ContextSettings(ServiceSettings):
     # onnxruntime threads per embedding call (2 measured fastest on a 2-core machine).
     embedding_threads: int = Field(default=2, ge=1, le=16)
     lexical_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Enrich leaves out items whose relevance (index.py: three quarters cosine, a quarter
+    # keyword coverage) is below this, so a question nothing answers gets no context; 0 turns
+    # it off. Measured with `make bench-context` on LoCoMo dev (760 questions; 40 unrelated
+    # ones asked of each of its 5 users): recall@10 0.755 with or without it, and 73 % of the
+    # unrelated questions get nothing (memories of 370-680 turns always hold something
+    # vaguely alike; a small memory turns "What is the weather on Mars?" away well below
+    # it). Up to 0.21 recall stays; 0.29 would turn away 97 % with recall 0.758, but also
+    # "Ana is vegetarian." for a dinner with meat (0.22) and a one-passage FAQ's parking
+    # answer (0.27), both checked in tests/test_context_service.py. Made for
+    # all-MiniLM-L6-v2: measure again for another model (the bench's table per floor).
+    min_relevance: float = Field(default=0.2, ge=0.0, le=1.0)
     # Enrich never takes longer than this, whatever the caller's deadline.
     enrich_max_s: float = Field(default=1.0, gt=0)
     # IngestDocument embeds chunks until this long after the call's start (finishing the

@@ -421,7 +421,8 @@ class ContextDomain:
     ) -> EnrichResult:
         """Ranks context for a turn. With `time_left_s` too short for the embedding, the
         lexical ranking alone is returned and marked partial: late answers are useless to a
-        voice agent, which has already moved on."""
+        voice agent, which has already moved on. Items less relevant than the setting
+        `min_relevance` are left out: a turn nothing answers gets no context at all."""
         loop = asyncio.get_running_loop()
         budget = (
             self.settings.enrich_max_s
@@ -463,7 +464,12 @@ class ContextDomain:
         if partial:
             metrics.ENRICH_PARTIAL.inc()
         hits = self.index.search(
-            keys, terms, query_vector, query.max_items, self.settings.lexical_weight
+            keys,
+            terms,
+            query_vector,
+            query.max_items,
+            self.settings.lexical_weight,
+            self.settings.min_relevance,
         )
         block, tokens, kept = render(hits, query.token_budget)
         return EnrichResult(kept, block, tokens, partial, lag_events, lag_seconds)

@@ -11,6 +11,10 @@ vector, is in `context_svc.store`; this index is rebuilt from it at start-up.
 
 A knowledge chunk may be here before its vector (a large document's tail is embedded in the
 background): it is found by BM25 at once and joins the dense ranking when its vector is set.
+
+Ranking is relative (scores are normalised over each query's candidates, so the best
+candidate always scores high, relevant or not); whether anything is relevant at all is an
+absolute measure, `relevance`, compared with a floor (see Index.search).
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from voiceagent_backbone.context_svc.embedding import Vectors
 K1, B = 1.2, 0.75
 # How many top candidates each ranker contributes per partition before fusion.
 DEPTH = 100
+# An entry's relevance to a query, for the floor (CONTEXT_MIN_RELEVANCE): this share of its
+# keyword coverage plus the rest of its cosine. Cosine alone cannot keep LoCoMo's recall and
+# turn unrelated questions away (`make bench-context`): "Who is Anthony?" is further from
+# its answer than some unrelated questions are from their nearest turn, but has all of its
+# keyword weight in it. Cosine must still carry most: "Ana is vegetarian." shares no word
+# with "Can you suggest a dinner recipe with meat?".
+COVERAGE_SHARE = 0.25
 # A posting is a row and a term frequency, each a C int.
 _POSTING_BYTES = 2 * array("i").itemsize
 
@@ -63,10 +74,14 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
+    """`score` ranks (normalised over the query's candidates); `relevance` is absolute
+    (see Index.search); `lexical` is the raw BM25 and `dense` the cosine (0 without one)."""
+
     entry: Entry
     score: float
     lexical: float
     dense: float
+    relevance: float
 
 
 class Partition:
@@ -197,31 +212,38 @@ class Partition:
             np.frombuffer(tfs, np.int32).astype(np.float32),
         )
 
-    def bm25(self, terms: list[str]) -> npt.NDArray[np.float32] | None:
-        """BM25 score of every row (dead rows 0); None when no query term occurs here."""
+    def bm25(
+        self, terms: list[str]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
+        """BM25 score of every row (dead rows 0) and its keyword coverage: the share of the
+        query terms' weight (their idf here; a term found nowhere weighs as one found once)
+        that occurs in the row, 0 to 1. None when no query term occurs here."""
         n = len(self.entries)
         if n == 0 or self.live == 0:
             return None
         scores = np.zeros(n, np.float32)
+        covered = np.zeros(n, np.float32)
         avg_length = max(self.total_length / self.live, 1.0)
         norm = K1 * (1.0 - B + B * self.lengths[:n] / avg_length)
         matched = False
+        query_weight = 0.0
         for term in set(terms):
             arrays = self._posting_arrays(term)
-            if arrays is None:
+            # Postings keep removed rows until compaction: count live ones only.
+            df = 0 if arrays is None else int(np.count_nonzero(self.alive[arrays[0]]))
+            idf = math.log(1.0 + (self.live - max(df, 1) + 0.5) / (max(df, 1) + 0.5))
+            query_weight += idf
+            if arrays is None or df == 0:
                 continue
             rows, tfs = arrays
-            # Postings keep removed rows until compaction: count live ones only.
-            df = int(np.count_nonzero(self.alive[rows]))
-            if df == 0:
-                continue
-            idf = math.log(1.0 + (self.live - df + 0.5) / (df + 0.5))
             scores[rows] += idf * tfs * (K1 + 1.0) / (tfs + norm[rows])
+            covered[rows] += idf
             matched = True
         if not matched:
             return None
         scores[~self.alive[:n]] = 0.0
-        return scores
+        covered[~self.alive[:n]] = 0.0
+        return scores, covered / query_weight
 
     def cosine(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Cosine of every row; -1 for dead rows and rows without a vector."""
@@ -295,6 +317,7 @@ class Index:
         query: npt.NDArray[np.float32] | None,
         limit: int,
         lexical_weight: float,
+        min_relevance: float = 0.0,
     ) -> list[Hit]:
         """Hybrid ranking over the given partitions.
 
@@ -308,13 +331,21 @@ class Index:
         it ranks as the lexical ranking alone ranks it (as every row does when the query
         could not be embedded), neither pushed down by a missing score nor up by a zero
         vector's.
+
+        Normalised scores say which candidate is best, not whether any is relevant: the
+        best of an unrelated question's candidates scores as high as a good answer's. So
+        each candidate also gets an absolute relevance, COVERAGE_SHARE * its keyword
+        coverage + the rest * its cosine (coverage alone for a row without a vector, or
+        when the query has none), and candidates below `min_relevance` are left out
+        before the `limit` best are taken (0: none is).
         """
-        pool: list[tuple[Partition, int, float, float, bool]] = []
+        pool: list[tuple[Partition, int, float, float, float, bool]] = []
         for key in keys:
             partition = self.partitions.get(key)
             if partition is None or len(partition) == 0:
                 continue
-            lexical = partition.bm25(terms)
+            found = partition.bm25(terms)
+            lexical, coverage = found if found is not None else (None, None)
             dense = partition.cosine(query) if query is not None else None
             rows: set[int] = set()
             if lexical is not None:
@@ -333,6 +364,7 @@ class Index:
                         row,
                         float(lexical[row]) if lexical is not None else 0.0,
                         float(dense[row]) if dense is not None and embedded else 0.0,
+                        float(coverage[row]) if coverage is not None else 0.0,
                         embedded,
                     )
                 )
@@ -340,7 +372,8 @@ class Index:
             return []
         lex = np.array([p[2] for p in pool], np.float32)
         den = np.array([p[3] for p in pool], np.float32)
-        has_vector = np.array([p[4] for p in pool], np.bool_)
+        cov = np.array([p[4] for p in pool], np.float32)
+        has_vector = np.array([p[5] for p in pool], np.bool_)
 
         def normalised(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
             low, high = float(values.min()), float(values.max())
@@ -348,6 +381,7 @@ class Index:
                 return np.where(values > 0, 1.0, 0.0).astype(np.float32)
             return (values - low) / (high - low)
 
+        relevance = cov.copy()
         if query is None:
             fused = normalised(lex)
         else:
@@ -355,12 +389,19 @@ class Index:
             den_n = lex_n.copy()
             if has_vector.any():
                 den_n[has_vector] = normalised(den[has_vector])
+                relevance[has_vector] = (
+                    COVERAGE_SHARE * cov[has_vector] + (1.0 - COVERAGE_SHARE) * den[has_vector]
+                )
             fused = lexical_weight * lex_n + (1.0 - lexical_weight) * den_n
-        order = np.argsort(-fused, kind="stable")[:limit]
+        order = np.argsort(-fused, kind="stable")
+        if min_relevance > 0:
+            order = order[relevance[order] >= min_relevance]
         hits: list[Hit] = []
-        for i in order:
-            partition, row, lexical_score, dense_score, _ = pool[int(i)]
+        for i in order[:limit]:
+            partition, row, lexical_score, dense_score, _, _ = pool[int(i)]
             entry = partition.entries[row]
             if entry is not None:
-                hits.append(Hit(entry, float(fused[i]), lexical_score, dense_score))
+                hits.append(
+                    Hit(entry, float(fused[i]), lexical_score, dense_score, float(relevance[i]))
+                )
         return hits
