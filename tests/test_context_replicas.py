@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.context import ContextHandle, context_settings, eventually, running_context
 from tests.support.state import StateHandle, event, running_state, state_settings
@@ -107,6 +108,18 @@ async def caught_up(handle: ContextHandle, turns: int) -> None:
     )
 
 
+async def readiness(handle: ContextHandle) -> int:
+    """What the chart's readiness probe reads: the health of context_svc's gRPC service."""
+    reply = await health_pb2_grpc.HealthStub(handle.channel).Check(
+        health_pb2.HealthCheckRequest(service="voiceagent.context.v1.ContextService"), timeout=5
+    )
+    return int(reply.status)
+
+
+async def ready_now(handle: ContextHandle) -> bool:
+    return await readiness(handle) == int(health_pb2.HealthCheckResponse.SERVING)
+
+
 def answer(reply: cpb.EnrichResponse) -> list[tuple[str, float]]:
     return [(i.event_id, round(i.score, 6)) for i in reply.items]
 
@@ -125,10 +138,15 @@ async def test_replicas_embed_each_turn_once_and_answer_alike(
         embedded = a.domain.embedded_for_index + b.domain.embedded_for_index
         assert embedded == TURNS, f"{embedded / TURNS:.2f} embeddings per stored turn"
 
-        # A third replica, started when everything is stored: it loads, it does not embed.
+        # A third replica, started when everything is stored: it loads, it does not embed,
+        # and it is not ready (readiness probe) until it has caught up.
         c = await stack.enter_async_context(running_context(settings[2], jwt_key))
+        assert await readiness(c) == health_pb2.HealthCheckResponse.NOT_SERVING
         await caught_up(c, TURNS)
         assert c.domain.embedded_for_index == 0
+        await eventually_async(
+            lambda: ready_now(c), "replica c ready once it caught up with the feed"
+        )
 
         # Behind one channel, round robin: every replica gives the same answer.
         target = "ipv4:" + ",".join(f"127.0.0.1:{h.port}" for h in (a, b, c))

@@ -135,6 +135,7 @@ class FeedFollower:
             progress.backlog = response.backlog
             if response.backlog == 0:
                 progress.pending_since_us = None
+                progress.caught_up()
             metrics.FEED_LAG_EVENTS.set(progress.backlog)
             status = self.domain.status()
             metrics.FEED_LAG_SECONDS.set(status.lag_seconds)

@@ -113,6 +113,9 @@ def definition(domain: ContextDomain) -> ServiceDefinition:
         service_names=[SERVICE.full_name],
         method_scopes=SCOPES,
         register=register,
+        # Not ready (readiness probe) until the memory has caught up with the feed: a new
+        # replica would otherwise answer with memory missing.
+        ready=domain.progress.current.wait if domain.settings.follow_feed else None,
     )
 
 

@@ -16,9 +16,10 @@ replica embeds alone (logged once): an older state_svc must not stop the index.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -31,8 +32,9 @@ from voiceagent_backbone.context_svc.embedding import Vectors
 
 log = logging.getLogger(__name__)
 
-# Longer than a feed batch takes to embed (about 2 s for 256 turns on two busy cores); a
-# dead replica's keys wait this long before another takes them over.
+# A dead replica's keys wait this long before another takes them over; a live one renews
+# its claims every third of it while it embeds (256 turns take 2 s on two quiet cores, over
+# 15 s on a loaded machine).
 LEASE_MS = 15_000
 _BATCH = 500
 _POLL_S = 0.05
@@ -154,7 +156,8 @@ class SharedVectors:
                 len(waiting) - len(owned) - len(held) - len(gone)
             )
             if owned or gone:
-                computed = await embed([texts[r] for r in owned + gone])
+                async with self._renewing([keys[r] for r in owned]):
+                    computed = await embed([texts[r] for r in owned + gone])
                 out[owned + gone] = computed
                 if owned:
                     await self._put([keys[r] for r in owned], computed[: len(owned)])
@@ -163,6 +166,35 @@ class SharedVectors:
                 metrics.SHARED_VECTORS.labels(outcome="waited").inc(len(held))
                 await asyncio.sleep(_POLL_S)
             waiting = held
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, keys: Sequence[VectorKey]) -> AsyncIterator[None]:
+        """Keeps this replica's claims on `keys` while it computes their vectors: a batch
+        that takes longer than the lease (a busy machine) must not be taken over and
+        computed twice. Claiming again as the same holder extends the lease."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE_MS / 3000)
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await self._stub.ClaimEmbeddings(
+                        pb.ClaimEmbeddingsRequest(
+                            model=self._model,
+                            keys=[k.pb() for k in keys],
+                            holder=self.holder,
+                            lease_ms=LEASE_MS,
+                        ),
+                        timeout=10,
+                    )
+
+        task = asyncio.create_task(renew()) if keys else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _put(self, keys: Sequence[VectorKey], vectors: Vectors) -> None:
         little = np.asarray(vectors, dtype="<f4")

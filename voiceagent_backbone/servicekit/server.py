@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ class ServiceDefinition:
     on_stopping: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Run after the server stopped taking calls (flush, close connections).
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Awaited once the server runs: until it returns, the service names answer NOT_SERVING
+    # (the readiness probe asks for them) while "" answers SERVING (liveness), so a replica
+    # that is still catching up gets no traffic and is not restarted either.
+    ready: Callable[[], Awaitable[object]] | None = None
     # Long-lived streams get no server span (one span for hours of a feed is noise), and
     # may write with context.write, which the tracing interceptor cannot wrap.
     untraced_methods: Sequence[str] = ()
@@ -81,6 +86,7 @@ class GrpcServer:
         self._metrics: MetricsEndpoint | None = None
         self._serving = False
         self._stopped = asyncio.Event()
+        self._ready_task: asyncio.Task[None] | None = None
         if isinstance(verifier, EllipsisType):
             verifier = _verifier(settings, definition.name)
         self._key_urls = [] if verifier is None else verifier.keys.urls
@@ -128,8 +134,13 @@ class GrpcServer:
             await source.start()
         await self.server.start()
         self._serving = True
-        for name in ["", *definition.service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if definition.ready is None:
+            await self._set_ready()
+        else:
+            for name in definition.service_names:
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._ready_task = asyncio.create_task(self._await_ready(definition.ready))
         log.info(
             "serving",
             extra={
@@ -138,11 +149,24 @@ class GrpcServer:
             },
         )
 
+    async def _set_ready(self) -> None:
+        for name in self.definition.service_names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def _await_ready(self, ready: Callable[[], Awaitable[object]]) -> None:
+        started = time.monotonic()
+        await ready()
+        if not self._stopped.is_set():
+            await self._set_ready()
+            log.info("ready", extra={"seconds": round(time.monotonic() - started, 2)})
+
     async def stop(self) -> None:
         """NOT_SERVING, optional drain delay, finish in-flight calls within the grace period."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._ready_task is not None:
+            self._ready_task.cancel()
         # A server whose start failed has no calls to drain: it only releases what the
         # start took and runs the service's hooks (their clients and tasks), quietly.
         serving = self._serving

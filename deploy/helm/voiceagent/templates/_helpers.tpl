@@ -316,7 +316,9 @@ seccompProfile:
 {{- end }}
 {{- end -}}
 
-{{/* Native gRPC probes for the gRPC services: (dict "values" .Values.state) */}}
+{{/* Native gRPC probes for the gRPC services: (dict "values" .Values.state), with
+"readyService" the gRPC service whose health is readiness (context_svc's turns SERVING only
+once its memory caught up with the feed; "" stays the liveness answer). */}}
 {{- define "voiceagent.grpcProbes" -}}
 {{- $p := .values.probes -}}
 startupProbe:
@@ -328,6 +330,9 @@ startupProbe:
 readinessProbe:
   grpc:
     port: {{ .values.grpc.port }}
+    {{- with .readyService }}
+    service: {{ . }}
+    {{- end }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
   timeoutSeconds: {{ $p.timeoutSeconds }}
