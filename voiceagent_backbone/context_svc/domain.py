@@ -74,6 +74,8 @@ class FeedProgress:
     pending_since_us: int | None = None
     applied_changes: int = 0
     connected: bool = False
+    # Set once everything stored when this replica started was applied (readiness).
+    current: asyncio.Event = field(default_factory=asyncio.Event)
     # While the feed fails: when it started failing, and the last failure's status code.
     failing_since_us: int | None = None
     error: str = ""
@@ -88,6 +90,10 @@ class FeedProgress:
         self.connected = True
         self.error = ""
         self.failing_since_us = None
+
+    def caught_up(self) -> None:
+        """Everything stored was applied once: the replica is ready to answer."""
+        self.current.set()
 
 
 @dataclass
