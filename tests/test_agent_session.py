@@ -187,6 +187,16 @@ async def test_turns_are_enriched_persisted_and_resumed(
     assert types.count("EVENT_TYPE_USER_MESSAGE") == 2
     # The greeting, two replies and the farewell.
     assert types.count("EVENT_TYPE_AGENT_MESSAGE") == 4
+    # Greeting and farewell are said to everyone: stored, but flagged as not memory.
+    not_memory = [
+        e.text
+        for e in history
+        if "memory" in e.payload.fields and not e.payload.fields["memory"].bool_value
+    ]
+    assert not_memory == [
+        "Hello, Ana! How can I help you today?",
+        "Goodbye, Ana, talk to you soon.",
+    ]
     assert types.count("EVENT_TYPE_TTS_SPEECH") == 4
     user_texts = [e.text for e in history if e.type == pb.EVENT_TYPE_USER_MESSAGE]
     assert user_texts == ["Where does my sister live?", "Thanks a lot."]

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 from livekit.agents import llm
 
 from tests.support.agent import sample
+from voiceagent_backbone.agent_svc.backend import BackendClient
 from voiceagent_backbone.agent_svc.breaker import CircuitBreaker
+from voiceagent_backbone.agent_svc.conversation import MEMORY_KEY, ConversationState
 from voiceagent_backbone.agent_svc.history import HistoryWindow, Turn
 from voiceagent_backbone.agent_svc.metadata import (
     conversation_id_of,
@@ -19,6 +23,7 @@ from voiceagent_backbone.agent_svc.metadata import (
 )
 from voiceagent_backbone.agent_svc.providers import OFFLINE_LABEL, offline_reply
 from voiceagent_backbone.agent_svc.spool import EventSpool, claim_orphans, encode_record
+from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 from voiceagent_backbone.servicekit.ids import uuid7
 
 
@@ -88,6 +93,40 @@ def test_history_window_is_bounded_and_deduplicated() -> None:
     assert window.add_text("id-0", "assistant", "an id that left the window may come again")
     restored = [Turn.from_proto(item) for item in window.to_proto()]
     assert [(t.item_id, t.role) for t in restored] == [(t.item_id, t.role) for t in window]
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.events: list[pb.Event] = []
+
+    def append_event(self, conversation_id: str, event: pb.Event) -> None:
+        self.events.append(event)
+
+
+def test_an_agent_text_excluded_from_memory_is_stored_flagged_once() -> None:
+    writer = _Writer()
+    backend = cast(BackendClient, SimpleNamespace(writer=writer))
+    state = ConversationState("c-1", False, "room", "agent", backend, HistoryWindow(10))
+    state.exclude_from_memory("Hello, Ana! How can I help you today?")
+    state.exclude_from_memory("Goodbye, Ana, talk to you soon.")
+
+    state.record_message("user", "Hello, Ana! How can I help you today?", "u-1", False)
+    # What the session commits may differ in case and punctuation; an interrupted one
+    # carries what was said before the interruption.
+    state.record_message("assistant", "hello ana  how can I help you today", "a-1", False)
+    state.record_message("assistant", "Hello, Ana! How can I help you today?", "a-2", False)
+    state.record_message("assistant", "Goodbye, Ana,", "a-3", True)
+    state.record_message("assistant", "Goodbye, Ana, talk to you soon.", "a-4", False)
+
+    memory = [
+        (e.payload.fields["item_id"].string_value, e.payload.fields.get(MEMORY_KEY))
+        for e in writer.events
+    ]
+    # Every message is stored; only the first agent message with each text is flagged.
+    assert [item for item, _ in memory] == ["u-1", "a-1", "a-2", "a-3", "a-4"]
+    flagged = [item for item, flag in memory if flag is not None and not flag.bool_value]
+    assert flagged == ["a-1", "a-3"]
+    assert not state.not_memory
 
 
 def test_breaker_opens_then_probes_once_then_closes() -> None:

@@ -109,6 +109,36 @@ async def test_a_question_nothing_answers_gets_no_context(
     assert all("nurse" not in item.text for item in related.items)
 
 
+async def test_agent_text_flagged_not_memory_is_stored_but_never_indexed(
+    ctx: ContextHandle, state: StateHandle
+) -> None:
+    tenant = fresh_tenant()
+    conversation = await new_conversation(state, tenant, ("ana",))
+    greeting = "Hello, Ana! How can I help you today?"
+    # As agent_svc stores a greeting the agent excluded from memory.
+    flagged = event(
+        spb.EVENT_TYPE_AGENT_MESSAGE, greeting, spb.ROLE_AGENT, participant_identity="assistant"
+    )
+    flagged.payload.update({"item_id": "item-1", "interrupted": False, "memory": False})
+    await state.stub().AppendEvents(
+        spb.AppendEventsRequest(conversation_id=conversation.conversation_id, events=[flagged]),
+        metadata=state.metadata(tenant),
+    )
+    # The feed is applied in order: once the turn after the greeting is indexed, the
+    # greeting has been read (and left out).
+    await say(state, conversation.conversation_id, [DOG], tenant)
+    await indexed(ctx, tenant, 1)
+
+    history = await state.stub().GetHistory(
+        spb.GetHistoryRequest(conversation_id=conversation.conversation_id),
+        metadata=state.metadata(tenant),
+    )
+    assert [e.text for e in history.events] == [greeting, DOG[1]]
+    reply = await ctx.enrich("How can I help you today, Ana?", "ana", tenant, max_items=50)
+    assert all(item.event_id != flagged.event_id for item in reply.items)
+    assert ctx.domain.turns_by_tenant[tenant] == 1
+
+
 async def test_never_another_tenants_or_users_memory(
     ctx: ContextHandle, state: StateHandle
 ) -> None:

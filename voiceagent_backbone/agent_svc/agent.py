@@ -99,20 +99,19 @@ class Assistant(Agent):
 
     async def on_enter(self) -> None:
         conversation = self._conversation
-        self.session.say(
-            greeting(conversation.profile, conversation.resumed, self._default_language),
-            allow_interruptions=True,
-        )
+        text = greeting(conversation.profile, conversation.resumed, self._default_language)
+        # Said to everyone: stored, but not something to remember about this user.
+        conversation.exclude_from_memory(text)
+        self.session.say(text, allow_interruptions=True)
 
     async def on_exit(self) -> None:
         """Say goodbye when the user is still there (the session is closing)."""
         if self._conversation.user_left:
             return
+        text = farewell(self._conversation.profile, self._default_language)
+        self._conversation.exclude_from_memory(text)
         try:
-            handle = self.session.say(
-                farewell(self._conversation.profile, self._default_language),
-                allow_interruptions=False,
-            )
+            handle = self.session.say(text, allow_interruptions=False)
             await asyncio.wait_for(handle.wait_for_playout(), 5.0)
         except Exception:  # the session may already be unable to speak
             log.info("no farewell: the session could not speak any more", exc_info=True)

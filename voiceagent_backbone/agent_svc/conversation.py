@@ -4,10 +4,15 @@
 - participant layer: `profile` (re-read when the participant's metadata changes);
 - memory layer: `history`, the bounded window of recent turns;
 - backend layer: `backend`, through which every change is persisted.
+
+An agent message the agent marked with `exclude_from_memory` (a fixed greeting or farewell)
+is stored like any other but flagged in its payload, {"memory": false}: context_svc does not
+index it, so later calls are not "reminded" of what the agent says to everyone.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -27,6 +32,19 @@ _MAX_EVENT_TEXT = 16_000
 _MAX_STACK = 8_000
 # Arguments and output of a tool call, each (state_svc bounds a detail's size).
 _MAX_TOOL_TEXT = 4_000
+# The payload key context_svc reads (context_svc/wire.py, feed_item): false keeps an event
+# out of memory; it is still stored, in the history and for resume.
+MEMORY_KEY = "memory"
+# Texts excluded from memory and not said yet: a few at a time (a greeting, a farewell);
+# the oldest go first if an agent registers texts it never says.
+_MAX_NOT_MEMORY = 16
+_WORDS = re.compile(r"\w+")
+
+
+def _words(text: str) -> str:
+    """What is compared: the committed message may differ from the text given to `say` in
+    case, punctuation and spacing (the transcript comes back from the TTS)."""
+    return " ".join(_WORDS.findall(text.lower()))
 
 
 def _now() -> Timestamp:
@@ -65,6 +83,8 @@ class ConversationState:
     ended: bool = False
     end_reason: str = ""
     user_left: bool = False
+    # Agent texts excluded from memory and not yet committed (their words, see _words).
+    not_memory: list[str] = field(default_factory=list)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -90,6 +110,23 @@ class ConversationState:
         )
         self.backend.writer.append_event(self.conversation_id, event)
 
+    def exclude_from_memory(self, text: str) -> None:
+        """The next agent message with these words is stored flagged as not memory."""
+        words = _words(text)
+        if words:
+            self.not_memory.append(words)
+            del self.not_memory[:-_MAX_NOT_MEMORY]
+
+    def _is_excluded(self, text: str, interrupted: bool) -> bool:
+        """True (once) for an agent message registered by exclude_from_memory; an
+        interrupted one matches what was said of it before the interruption."""
+        said = _words(text)
+        for i, words in enumerate(self.not_memory):
+            if said == words or (interrupted and said and (words + " ").startswith(said + " ")):
+                del self.not_memory[i]
+                return True
+        return False
+
     def record_message(self, role: str, text: str, item_id: str, interrupted: bool) -> None:
         """A user or agent message committed to the chat context."""
         type_ = (
@@ -97,12 +134,10 @@ class ConversationState:
             if role == "user"
             else state_pb2.EVENT_TYPE_AGENT_MESSAGE
         )
-        event = self._event(
-            type_,
-            ROLE_TO_PROTO.get(role, state_pb2.ROLE_SYSTEM),
-            text,
-            {"item_id": item_id, "interrupted": interrupted},
-        )
+        payload: dict[str, Any] = {"item_id": item_id, "interrupted": interrupted}
+        if role == "assistant" and self.not_memory and self._is_excluded(text, interrupted):
+            payload[MEMORY_KEY] = False
+        event = self._event(type_, ROLE_TO_PROTO.get(role, state_pb2.ROLE_SYSTEM), text, payload)
         self.backend.writer.append_event(self.conversation_id, event)
 
     def record_speech(

@@ -106,6 +106,13 @@ class Conversation:
             )
         return EnrichedLLM(model, self.enricher)
 
+    def exclude_from_memory(self, text: str) -> None:
+        """Call before `session.say(text)` for what the agent says to everyone (a fixed
+        greeting or farewell): that message is stored like any other (history, resume) but
+        never remembered, so later calls are not enriched with it. Only the next agent
+        message with these words is affected (case and punctuation aside)."""
+        self.state.exclude_from_memory(text)
+
     def on_profile_changed(self, listener: ProfileListener) -> None:
         """Call `listener(profile)` (a function or a coroutine function) whenever the
         participant's metadata changes; the new profile is already saved."""
