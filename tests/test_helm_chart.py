@@ -437,7 +437,10 @@ def test_grpc_services_listen_on_all_interfaces_with_native_grpc_probes(
     assert int(env[f"{prefix}METRICS_PORT"]) == ports["metrics"]
     container = pod.spec["containers"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"] == {"port": ports["grpc"]}, probe
+        grpc_probe = dict(container[probe]["grpc"])
+        if probe == "readinessProbe":  # context_svc's asks for its own service (see below)
+            grpc_probe.pop("service", None)
+        assert grpc_probe == {"port": ports["grpc"]}, probe
     # Shutdown: the pod's grace period covers the drain delay and the in-flight grace.
     grace = float(env[f"{prefix}GRACE_PERIOD_S"]) + float(env[f"{prefix}SHUTDOWN_DELAY_S"])
     assert pod.spec["terminationGracePeriodSeconds"] > grace
@@ -712,6 +715,20 @@ def test_context_scales_like_state_with_an_hpa_and_a_pdb() -> None:
     hpas = {h["metadata"]["name"] for h in of_kind(fixed, "HorizontalPodAutoscaler")}
     assert hpas == {component_name("agent")}
     assert named(fixed, "Deployment", component_name("context"))["spec"]["replicas"] == 3
+
+
+def test_context_is_ready_once_caught_up_and_alive_meanwhile() -> None:
+    """context_svc's own gRPC service answers NOT_SERVING until its memory caught up with
+    the feed (a new replica gets no traffic meanwhile); "" answers SERVING from the start,
+    so liveness and startup never restart a replica that is catching up."""
+    deployment = named(ci_render("default-values.yaml"), "Deployment", component_name("context"))
+    (container,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "context"
+    ]
+    readiness = container["readinessProbe"]["grpc"]
+    assert readiness["service"] == "voiceagent.context.v1.ContextService"
+    assert "service" not in container["livenessProbe"]["grpc"]
+    assert "service" not in container["startupProbe"]["grpc"]
 
 
 @pytest.mark.parametrize(
