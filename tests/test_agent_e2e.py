@@ -128,6 +128,12 @@ async def test_voice_conversation_end_to_end_then_drained_by_sigterm(
                 assert (uploads[0] or 0) > 1.0, "STT got no real speech segment"
                 assert worker.metric("agent_turns_total") >= 1
                 assert worker.metric("agent_events_sent_total") >= 5
+                # The turn's latencies come from the messages' own metrics, not from
+                # livekit's deprecated metrics_collected (a warning in every session).
+                assert worker.metric("agent_llm_ttft_seconds_count") >= 1
+                assert worker.metric("agent_end_of_utterance_delay_seconds_count") >= 1
+                log_text = worker.process.log_path.read_text(errors="replace")
+                assert "metrics_collected is deprecated" not in log_text
 
                 # The participant's metadata changes mid-call: the profile follows.
                 await caller.room.local_participant.set_metadata(

@@ -12,13 +12,11 @@ import time
 from typing import Any
 
 from livekit.agents import AgentSession, APIError, llm, stt, tts
-from livekit.agents.metrics import EOUMetrics, LLMMetrics, STTMetrics, TTSMetrics
 from livekit.agents.voice.events import (
     CloseEvent,
     ConversationItemAddedEvent,
     ErrorEvent,
     FunctionToolsExecutedEvent,
-    MetricsCollectedEvent,
     SpeechCreatedEvent,
     UserInputTranscribedEvent,
 )
@@ -29,6 +27,22 @@ from voiceagent_backbone.agent_svc.conversation import ConversationState
 from voiceagent_backbone.agent_svc.enrichment import TurnEnricher
 
 log = logging.getLogger(__name__)
+
+
+def _observe_latencies(item: llm.ChatMessage) -> None:
+    """The turn's latencies, from the message's own metrics (livekit deprecated the
+    metrics_collected event for them, with a warning in every session)."""
+    report = item.metrics
+    if item.role == "user":
+        if (delay := report.get("transcription_delay")) is not None:
+            metrics.STT_LATENCY.observe(delay)
+        if (delay := report.get("end_of_turn_delay")) is not None:
+            metrics.EOU_DELAY.observe(delay)
+        return
+    if (ttft := report.get("llm_node_ttft")) is not None:
+        metrics.LLM_TTFT.observe(ttft)
+    if (ttfb := report.get("tts_node_ttfb")) is not None:
+        metrics.TTS_TTFB.observe(ttfb)
 
 
 def _source_name(source: Any) -> str:
@@ -74,6 +88,7 @@ def attach_handlers(
         if item.role == "user":
             enricher.turn_committed()
             metrics.TURNS.inc()
+        _observe_latencies(item)
         text = item.text_content or ""
         if not text.strip():
             return
@@ -115,17 +130,6 @@ def attach_handlers(
             # realtime model's fatal error, livekit-agents 1.8.9 emits none).
             state.end_reason = state.end_reason or "error"
 
-    def on_metrics(ev: MetricsCollectedEvent) -> None:
-        m = ev.metrics
-        if isinstance(m, STTMetrics) and m.duration > 0:
-            metrics.STT_LATENCY.observe(m.duration)
-        elif isinstance(m, LLMMetrics) and m.ttft >= 0:
-            metrics.LLM_TTFT.observe(m.ttft)
-        elif isinstance(m, TTSMetrics) and m.ttfb >= 0:
-            metrics.TTS_TTFB.observe(m.ttfb)
-        elif isinstance(m, EOUMetrics):
-            metrics.EOU_DELAY.observe(m.end_of_utterance_delay)
-
     def on_close(ev: CloseEvent) -> None:
         reason = ev.reason.value
         log.info(
@@ -149,5 +153,4 @@ def attach_handlers(
     session.on("function_tools_executed", on_tools_executed)
     session.on("speech_created", on_speech_created)
     session.on("error", on_error)
-    session.on("metrics_collected", on_metrics)
     session.on("close", on_close)

@@ -69,22 +69,22 @@ SESSIONS_ACTIVE = Gauge(
 SESSIONS = Counter("agent_sessions_total", "Agent sessions started, by kind.", ["kind"])
 STT_LATENCY = Histogram(
     "agent_stt_latency_seconds",
-    "Speech-to-text time per request (framework usage events).",
+    "From the end of the user's speech to its transcript, per user turn.",
     buckets=_PROVIDER,
 )
 LLM_TTFT = Histogram(
     "agent_llm_ttft_seconds",
-    "LLM time to first token (framework usage events).",
+    "LLM time to first token, per agent reply.",
     buckets=_PROVIDER,
 )
 TTS_TTFB = Histogram(
     "agent_tts_ttfb_seconds",
-    "TTS time to first audio byte (framework usage events).",
+    "TTS time to first audio (after the first text was sent), per agent reply.",
     buckets=_PROVIDER,
 )
 EOU_DELAY = Histogram(
     "agent_end_of_utterance_delay_seconds",
-    "From end of user speech to the turn being committed (framework usage events).",
+    "From the end of the user's speech to the end-of-turn decision, per user turn.",
     buckets=_PROVIDER,
 )
 
