@@ -1,4 +1,6 @@
-"""The README's grpcurl examples for state_svc and context_svc work as printed."""
+"""The grpcurl examples for state_svc and context_svc work as printed. They live in the
+services' pages (docs/state_svc.md, docs/context_svc.md); every `grpcurl-examples` block of
+the README and of docs/ is looked for, and each is run by a test here."""
 
 from __future__ import annotations
 
@@ -17,23 +19,39 @@ from voiceagent_backbone.servicekit.auth import mint_token
 pytestmark = pytest.mark.tools
 
 
-def readme_block(name: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(
-        rf"<!-- grpcurl-examples:{name} -->\n```bash\n(.*?)```\n<!-- /grpcurl-examples:{name} -->",
-        text,
-        re.S,
-    )
-    assert match, f"README has no grpcurl-examples:{name} block"
-    return [line for line in match.group(1).splitlines() if line.strip()]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_BLOCK = r"<!-- grpcurl-examples:{name} -->\n```bash\n(.*?)```\n<!-- /grpcurl-examples:{name} -->"
+# The blocks the tests below run.
+TESTED_BLOCKS = {"state", "context"}
+
+
+def docs_block(name: str) -> list[str]:
+    """The commands of the one `grpcurl-examples:<name>` block, wherever in the docs it is."""
+    found = [
+        (doc, match)
+        for doc in DOCS
+        for match in re.finditer(_BLOCK.format(name=re.escape(name)), doc.read_text(), re.S)
+    ]
+    where = [str(doc.relative_to(ROOT)) for doc, _ in found]
+    assert len(found) == 1, f"grpcurl-examples:{name} should be in one place, found in {where}"
+    return [line for line in found[0][1].group(1).splitlines() if line.strip()]
+
+
+def test_every_example_block_is_tested() -> None:
+    names = {
+        name
+        for doc in DOCS
+        for name in re.findall(r"<!-- grpcurl-examples:([a-z0-9-]+) -->", doc.read_text())
+    }
+    assert names == TESTED_BLOCKS
 
 
 def run_examples(
     block: str, printed_target: str, target: str, token: str, grpcurl: Path
 ) -> list[str]:
-    """Runs a README block's commands as printed (only the port swapped); their outputs."""
+    """Runs a docs block's commands as printed (only the port swapped); their outputs."""
     outputs = []
-    for command in readme_block(block):
+    for command in docs_block(block):
         assert command.startswith("grpcurl ")
         result = subprocess.run(
             ["bash", "-c", command.replace(printed_target, target)],
