@@ -268,7 +268,7 @@ def test_the_agent_needs_its_openai_key(set_values: dict[str, Any], secret: str)
 
 
 def test_helm_template_needs_no_kube_version_and_old_clusters_are_refused() -> None:
-    """The README's `helm template` works as written (a helm built without version stamps
+    """docs/chart.md's `helm template` works as written (a helm built without version stamps
     assumes Kubernetes 1.20 offline); a real cluster older than 1.30 is refused by name."""
     values = str(CHART / "ci" / "default-values.yaml")
     result = helm.helm("template", helm.RELEASE, str(CHART), "--values", values, check=False)

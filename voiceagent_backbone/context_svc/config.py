@@ -17,8 +17,8 @@ class ContextSettings(ServiceSettings):
     port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int = Field(default=9102, ge=-1, le=65535)
 
-    # The index file (vectors, knowledge, facts, feed cursor). Keep it on a volume:
-    # knowledge documents and facts live only here.
+    # The index file (vectors, knowledge, facts, feed cursor): a cache of what state_svc
+    # keeps, rebuilt from its feed when lost (an emptyDir is enough).
     index_path: Path = Path(".run/context.sqlite3")
 
     # state_svc's change feed. The follower's token needs the scopes state.read and

@@ -63,7 +63,7 @@ class Grant(BaseModel):
 class ServiceSettings(BaseSettings):
     """Base settings; a service subclasses it and sets `env_prefix` (for example `STATE_`).
 
-    Every field is documented in the README's configuration table.
+    Every field is documented in its service's page under docs/ (a test checks it).
     """
 
     model_config = SettingsConfigDict(env_prefix="SVC_", extra="ignore", frozen=True)
