@@ -116,10 +116,20 @@ def memory_owners(conversation_id: str, user_ids: Sequence[str]) -> list[str]:
 
 
 class ContextDomain:
-    def __init__(self, settings: ContextSettings, store: IndexStore, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        settings: ContextSettings,
+        store: IndexStore,
+        embedder: Embedder,
+        query_embedder: Embedder | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.embedder = embedder
+        # Enrich's: the same model (its name and dimension are checked), its own threads.
+        self.query_embedder = query_embedder or embedder
+        if (self.query_embedder.name, self.query_embedder.dim) != (embedder.name, embedder.dim):
+            raise ValueError("the query embedder must be the index embedder's model")
         self.index = Index(embedder.dim)
         self.progress = FeedProgress()
         self.turn_count = 0
@@ -451,7 +461,9 @@ class ContextDomain:
         query_vector: np.ndarray[Any, np.dtype[np.float32]] | None = None
         remaining = deadline - loop.time()
         if remaining > 0:
-            future = loop.run_in_executor(self._executors.query, self.embedder.embed, [query.text])
+            future = loop.run_in_executor(
+                self._executors.query, self.query_embedder.embed, [query.text]
+            )
             try:
                 vectors = await asyncio.wait_for(asyncio.shield(future), remaining)
                 query_vector = vectors[0]

@@ -53,7 +53,8 @@ def shared_embedder(threads: int) -> Embedder:
     return _embedders[threads]
 
 
-def make_embedder(settings: ContextSettings) -> Embedder:
+def make_embedder(settings: ContextSettings, for_queries: bool = False) -> Embedder:
+    """The index's embedder, or Enrich's (`for_queries`: the same model, its own threads)."""
     if settings.embedding_backend == "openai":
         assert settings.openai_api_key is not None
         return OpenAIEmbedder(
@@ -63,7 +64,8 @@ def make_embedder(settings: ContextSettings) -> Embedder:
             dimensions=settings.openai_embedding_dimensions,
             timeout_s=settings.openai_timeout_s,
         )
-    return shared_embedder(settings.embedding_threads)
+    threads = settings.query_embedding_threads if for_queries else settings.embedding_threads
+    return shared_embedder(threads)
 
 
 async def open_index(settings: ContextSettings) -> IndexStore:
@@ -84,7 +86,12 @@ async def open_domain(
 ) -> AsyncIterator[ContextDomain]:
     """The domain with its index loaded and its client of state_svc's knowledge records."""
     store = await open_index(settings)
-    domain = ContextDomain(settings, store, embedder or make_embedder(settings))
+    domain = ContextDomain(
+        settings,
+        store,
+        embedder or make_embedder(settings),
+        embedder or make_embedder(settings, for_queries=True),
+    )
     channel = create_channel(
         settings.state_target,
         token=token_provider(settings),
