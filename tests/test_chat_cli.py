@@ -54,6 +54,11 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # pragma: no cover - the child
             try:
+                # A user's terminal: Ctrl-C and Ctrl-\ act. A test run started in the
+                # background by a non-interactive shell (CI) inherits them ignored, and
+                # exec keeps an ignored signal ignored.
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGQUIT, signal.SIG_DFL)
                 os.chdir(cwd)
                 os.execvpe(argv[0], argv, environ)
             finally:

@@ -313,10 +313,18 @@ async def assert_no_recovery(stack: Stack, c: Call, conversation_id: str) -> Non
 
 
 async def conversation_status(stack: Stack, conversation_id: str) -> int:
-    reply = await stack.state.stub().GetConversation(
-        pb.GetConversationRequest(conversation_id=conversation_id),
-        metadata=stack.state.metadata(),
-    )
+    """UNSPECIFIED while the conversation the room names is not in state_svc yet (the job
+    writes the room's metadata and sends the creation; under load the creation comes
+    second)."""
+    try:
+        reply = await stack.state.stub().GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation_id),
+            metadata=stack.state.metadata(),
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return int(pb.CONVERSATION_STATUS_UNSPECIFIED)
     return int(reply.conversation.status)
 
 

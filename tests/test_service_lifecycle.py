@@ -28,7 +28,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def start_service(
-    module: str, prefix: str, jwt_key: str, log_dir: Path, grace_s: float = GRACE_S
+    module: str,
+    prefix: str,
+    jwt_key: str,
+    log_dir: Path,
+    grace_s: float = GRACE_S,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[ChildProcess, int]:
     port = free_port()
     env = {
@@ -36,6 +41,7 @@ def start_service(
         f"{prefix}_METRICS_PORT": "0",
         f"{prefix}_AUTH_JWT_KEY": jwt_key,
         f"{prefix}_GRACE_PERIOD_S": str(grace_s),
+        **(extra_env or {}),
     }
     proc = ChildProcess([sys.executable, "-m", module], log_dir / f"{module}.log", env)
     proc.wait_for_port(port, timeout_s=30, what=module)
@@ -145,7 +151,10 @@ async def test_service_answers_grpcurl_and_shuts_down_gracefully(
     module: str, prefix: str, service: str, jwt_key: str, log_dir: Path
 ) -> None:
     tool_path("grpcurl")
-    proc, port = start_service(module, prefix, jwt_key, log_dir)
+    # No state_svc here: a context_svc following a feed is ready only once it caught up
+    # (tests/test_context_replicas.py), so this one follows none.
+    extra = {"CONTEXT_FOLLOW_FEED": "false"} if prefix == "CONTEXT" else None
+    proc, port = start_service(module, prefix, jwt_key, log_dir, extra_env=extra)
     try:
         address = f"127.0.0.1:{port}"
         listed = grpcurl(address, "list").split()

@@ -86,7 +86,8 @@ async def test_key_set_file_verifies_and_rotates_without_restart(
         assert await whoami(channel, old)
 
         # The old key retired: its tokens are refused from then on.
-        assert keygen.main(["--jwks", str(jwks), "--retire", first]) == 0
+        # "=": a key id may begin with "-", which argparse would read as an option.
+        assert keygen.main(["--jwks", str(jwks), f"--retire={first}"]) == 0
         assert "unknown key" in await refused(channel, old)
         assert (await whoami(channel, new))["tenant"] == "acme"
         assert [k["kid"] for k in json.loads(jwks.read_text())["keys"]] == [second]
