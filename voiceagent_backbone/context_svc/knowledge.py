@@ -103,9 +103,7 @@ class KnowledgeBase:
             lambda: [analyze(f"{title} {p}") for p in pieces]
         )
         at = stored.stored_at_us
-        document = Document(
-            tenant_id, document_id, title, stored.text, stored.metadata, at, len(pieces)
-        )
+        document = stored.indexed_as(len(pieces))
         chunks: list[Chunk] = []
         pending: dict[str, list[int]] = {}
         for i, (piece, piece_terms) in enumerate(zip(pieces, terms, strict=True)):
@@ -181,15 +179,7 @@ class KnowledgeBase:
     ) -> DocumentStatus:
         """The chunk counts are this replica's: 0 while it has not indexed the version."""
         chunks = indexed[1] if indexed is not None and indexed[0] == stored.stored_at_us else 0
-        document = Document(
-            stored.tenant_id,
-            stored.document_id,
-            stored.title,
-            stored.text,
-            stored.metadata,
-            stored.stored_at_us,
-            chunks,
-        )
+        document = stored.indexed_as(chunks)
         return self._status_of(document) if chunks else DocumentStatus(document, 0)
 
     def _status_of(self, document: Document) -> DocumentStatus:

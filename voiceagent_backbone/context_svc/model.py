@@ -64,6 +64,18 @@ class StoredDocument:
     metadata: dict[str, Any]
     stored_at_us: int
 
+    def indexed_as(self, chunk_count: int) -> Document:
+        """This version as the index keeps it, in `chunk_count` chunks."""
+        return Document(
+            self.tenant_id,
+            self.document_id,
+            self.title,
+            self.text,
+            self.metadata,
+            self.stored_at_us,
+            chunk_count,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class StoredFact:

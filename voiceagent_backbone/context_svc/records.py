@@ -11,8 +11,10 @@ token or a limit is INVALID_ARGUMENT naming the field, an unreachable state_svc 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from voiceagent_backbone.api.state.v1 import state_pb2 as pb
 from voiceagent_backbone.api.state.v1 import state_pb2_grpc
@@ -35,12 +37,19 @@ class KnowledgeRecords:
     def __init__(self, stub: state_pb2_grpc.StateServiceStub) -> None:
         self._stub = stub
 
+    async def _call(self, method: str, request: Message, field: str) -> Any:
+        """state_svc's answer to `request` (None for NOT_FOUND); its refusal or failure
+        as a context_svc error naming `field`."""
+        try:
+            return await getattr(self._stub, method)(request, timeout=TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _mapped(error, field) from error
+
     async def put_document(self, tenant_id: str, new: NewDocument) -> StoredDocument:
         request = pb.PutDocumentRequest(tenant_id=tenant_id, document=wire.state_document_pb(new))
-        try:
-            reply = await self._stub.PutDocument(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            raise _mapped(error, "document") from error
+        reply = await self._call("PutDocument", request, "document")
         # The text is not echoed back: the caller's is the stored one.
         stored = wire.stored_document(tenant_id, reply.document)
         return StoredDocument(
@@ -49,13 +58,8 @@ class KnowledgeRecords:
 
     async def get_document(self, tenant_id: str, document_id: str) -> StoredDocument | None:
         request = pb.GetDocumentRequest(tenant_id=tenant_id, document_id=document_id)
-        try:
-            reply = await self._stub.GetDocument(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise _mapped(error, "document_id") from error
-        return wire.stored_document(tenant_id, reply.document)
+        reply = await self._call("GetDocument", request, "document_id")
+        return None if reply is None else wire.stored_document(tenant_id, reply.document)
 
     async def list_documents(
         self, tenant_id: str, page_token: str, page_size: int
@@ -64,20 +68,13 @@ class KnowledgeRecords:
         request = pb.ListDocumentsRequest(
             tenant_id=tenant_id, page_token=page_token, page_size=page_size
         )
-        try:
-            reply = await self._stub.ListDocuments(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            raise _mapped(error, "page_token") from error
+        reply = await self._call("ListDocuments", request, "page_token")
         documents = [wire.stored_document(tenant_id, d) for d in reply.documents]
-        return documents, reply.next_page_token
+        return documents, str(reply.next_page_token)
 
     async def delete_document(self, tenant_id: str, document_id: str) -> bool:
         request = pb.DeleteDocumentRequest(tenant_id=tenant_id, document_id=document_id)
-        try:
-            reply = await self._stub.DeleteDocument(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            raise _mapped(error, "document_id") from error
-        return bool(reply.deleted)
+        return bool((await self._call("DeleteDocument", request, "document_id")).deleted)
 
     async def put_facts(
         self,
@@ -91,24 +88,14 @@ class KnowledgeRecords:
             user_id=user_id,
             facts=[wire.state_fact_pb(f, model, vector) for f, model, vector in facts],
         )
-        try:
-            reply = await self._stub.PutFacts(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            raise _mapped(error, "facts") from error
+        reply = await self._call("PutFacts", request, "facts")
         return [wire.stored_fact(f) for f in reply.facts]
 
     async def list_facts(self, tenant_id: str, user_id: str) -> list[StoredFact]:
         request = pb.ListFactsRequest(tenant_id=tenant_id, user_id=user_id)
-        try:
-            reply = await self._stub.ListFacts(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            raise _mapped(error, "user_id") from error
+        reply = await self._call("ListFacts", request, "user_id")
         return [wire.stored_fact(f) for f in reply.facts]
 
     async def delete_fact(self, tenant_id: str, user_id: str, fact_id: str) -> bool:
         request = pb.DeleteFactRequest(tenant_id=tenant_id, user_id=user_id, fact_id=fact_id)
-        try:
-            reply = await self._stub.DeleteFact(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            raise _mapped(error, "fact_id") from error
-        return bool(reply.deleted)
+        return bool((await self._call("DeleteFact", request, "fact_id")).deleted)

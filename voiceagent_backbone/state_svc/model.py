@@ -213,6 +213,18 @@ class KnowledgeDocument:
     stored_at: datetime | None = None
     text_bytes: int = 0
 
+    def as_stored(self, stored_at: datetime | None) -> KnowledgeDocument:
+        """This document as PutDocument answers it: stored at `stored_at`, without its text
+        (the caller has it)."""
+        return KnowledgeDocument(
+            self.document_id,
+            self.title,
+            "",
+            dict(self.metadata),
+            stored_at,
+            len(self.text.encode()),
+        )
+
 
 @dataclass(frozen=True)
 class UserFact:

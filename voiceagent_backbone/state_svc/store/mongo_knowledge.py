@@ -181,14 +181,7 @@ class MongoKnowledge:
                 },
                 upsert=True,
             )
-        return KnowledgeDocument(
-            document.document_id,
-            document.title,
-            "",
-            dict(document.metadata),
-            codec.from_us(stored_us),
-            text_bytes,
-        )
+        return document.as_stored(codec.from_us(stored_us))
 
     async def get_document(self, tenant_id: str, document_id: str) -> KnowledgeDocument | None:
         doc = await self.documents.find_one({"_id": document_key(tenant_id, document_id)})

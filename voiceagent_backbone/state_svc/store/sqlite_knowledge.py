@@ -109,14 +109,7 @@ def put_document(
             stored_us,
         ),
     )
-    return KnowledgeDocument(
-        document.document_id,
-        document.title,
-        "",
-        dict(document.metadata),
-        codec.from_us(stored_us),
-        text_bytes,
-    )
+    return document.as_stored(codec.from_us(stored_us))
 
 
 def get_document(
